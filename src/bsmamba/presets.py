@@ -1,0 +1,52 @@
+"""The five systems of the ablation plan, as constructor arguments of ``BandSplitEnhancer``.
+
+A preset is data, never a subclass: ``build_model("abl3", d_state=8)`` is the abl3 arguments with
+one override. See DECISIONS in the repo docs for why each value is what it is.
+"""
+
+from __future__ import annotations
+
+# Claimed figures from the user's plan (ablation_plan.md): params in millions, PESQ range.
+CLAIMS: dict[str, dict] = {
+    "bsrnn": {"params_m": 2.4, "pesq": (3.00, 3.00)},
+    "modified": {"params_m": 2.14, "pesq": (2.62, 2.62)},
+    "abl1": {"params_m": 2.5, "pesq": (2.9, 3.0)},
+    "abl2": {"params_m": 3.7, "pesq": (2.95, 3.05)},
+    "abl3": {"params_m": 2.3, "pesq": (3.0, 3.1)},
+}
+
+_MAMBA = {"d_state": 12, "d_conv": 4, "expand": 2}
+
+PRESETS: dict[str, dict] = {
+    # BSRNN baseline: 3 dual-path blocks of (time LSTM, band BiLSTM), uniform decoder.
+    "bsrnn": {"mixer": "lstm", "layout": "dual", "num_layers": 3, "decoder": "uniform"},
+    # The plan's "current modified" model: every LSTM replaced by a unidirectional Mamba.
+    "modified": {
+        "mixer": "mamba",
+        "layout": "dual",
+        "num_layers": 2,
+        "decoder": "uniform",
+        **_MAMBA,
+    },
+    # Ablation 1: BiMamba over time inside each band only.
+    "abl1": {
+        "mixer": "bimamba",
+        "layout": "intra",
+        "num_layers": 2,
+        "decoder": "uniform",
+        **_MAMBA,
+    },
+    # Ablation 2: BiMamba over time, then across bands.
+    "abl2": {"mixer": "bimamba", "layout": "dual", "num_layers": 2, "decoder": "uniform", **_MAMBA},
+    # Ablation 3: abl2 with the adaptive (per-band capacity) decoder.
+    "abl3": {
+        "mixer": "bimamba",
+        "layout": "dual",
+        "num_layers": 2,
+        "decoder": "adaptive",
+        **_MAMBA,
+    },
+}
+
+# The plan's earlier (pre-"memory-optimized") settings, reachable by override.
+EARLIER = {"num_layers": 4, "d_state": 16}
