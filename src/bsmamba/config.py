@@ -91,6 +91,14 @@ class StudyConfig:
     )
     seeds: int = 1
     out: str = ""  # "" = studies/<recipe>/
+    # Parameters and memory are measured at the plan's shape, whatever shape training uses.
+    plan_batch_size: int = 6
+    plan_segment_s: float = 2.0
+    plan_measure: bool = True  # False: predicted peak only (no real step at the plan's shape)
+    test_limit: int = 0  # 0 = the whole test set; N = the first N utterances (sorted)
+    examples: int = 3  # enhanced wavs + spectrogram PNGs per system in the report folder
+    bootstrap: int = 2000  # paired-bootstrap resamples for ranking verdicts
+    abl3_only_fallback: bool = False  # the plan's last resort: run abl3 alone if others don't fit
 
 
 @dataclass
