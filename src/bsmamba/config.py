@@ -75,6 +75,27 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     precision: str = "32-true"  # 32-true | bf16-mixed
     out: str = ""  # run dir; "" = runs/<preset>-<data>-s<seed>/
+    num_nodes: int = 1
+    # losses: w_ri * L1(real, imag) + w_mag * L1(|S|^c) (+ w_wave * L1(wave)), c = compress
+    loss_ri_weight: float = 0.5
+    loss_mag_weight: float = 0.5
+    loss_wave_weight: float = 0.0
+    compress: float = 0.3  # power-law exponent on magnitudes; 1.0 = uncompressed
+    metricgan_from_epoch: int = -1  # -1 = off; else the PESQ-driven discriminator from this epoch
+    metricgan_weight: float = 0.05  # weight of the generator's adversarial term
+    disc_lr: float = 1e-3
+    scheduler: str = "none"  # none | step | cosine
+    scheduler_step_epochs: int = 1  # step: decay every this many epochs
+    scheduler_gamma: float = 0.98  # step: decay factor
+    max_nonfinite: int = 20  # abort after this many skipped non-finite steps
+    val_every: int = 1  # validate every N epochs
+    val_pesq_subset: int = 0  # PESQ/STOI on the first N validation items per epoch; 0 = all
+    limit_train_batches: int = 0  # batches per epoch; 0 = all
+    limit_val_batches: int = 0  # 0 = all
+    keep_best: int = 3  # best-N checkpoints by validation PESQ (plus last.ckpt)
+    ckpt_every_n_steps: int = 200  # last.ckpt is rewritten every N optimizer steps (and each epoch)
+    log_every: int = 50  # steps between logged training losses
+    progress: bool = True  # progress bars and the end summary
 
 
 @dataclass
