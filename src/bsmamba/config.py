@@ -100,8 +100,22 @@ class TrainConfig:
 
 @dataclass
 class MemoryConfig:
-    budget: str = "24GiB"
+    budget: str = "24GiB"  # bytes, or a number with B/KiB/MiB/GiB/TiB/KB/MB/GB/TB
     check: bool = True  # plan before the first step and step down the ladder if needed
+    # Rungs tried in order when the plan does not fit or a step runs out of memory; each is a
+    # key=value override applied only if it lowers memory (d_state rungs skip LSTM presets).
+    ladder: list[str] = field(
+        default_factory=lambda: [
+            "train.batch_size=4",
+            "model.d_state=8",
+            "model.checkpointing=true",
+        ]
+    )
+    # Keep batch_size * grad_accumulate when a batch rung applies: the batch becomes the largest
+    # divisor of the effective batch not above the rung (6 -> 3 x 2 accumulation, not 4).
+    keep_effective_batch: bool = False
+    device: str = ""  # device the plan is judged for: "" = train.device (auto -> cuda or cpu)
+    inject_oom_at_step: int = -1  # tests: raise torch.OutOfMemoryError once at this step
 
 
 @dataclass
