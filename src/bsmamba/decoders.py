@@ -1,0 +1,85 @@
+"""Per-band mask decoders: features (B, K, T, N) -> a 3-tap complex filter per bin and frame.
+
+Per band of ``w`` bins (as the 16 kHz BSRNN re-implementation):
+
+    LayerNorm(N) -> Linear(N -> H) -> Tanh -> Linear(H -> 2 * w*3*2) -> GLU -> (w, 3 taps, re/im)
+
+The enhanced bin is ``sum_k M_k[f, t] * X[f, t + k - 1]`` over the frames t-1, t, t+1.
+
+``uniform``: the same hidden width H = 4N for every band.
+``adaptive``: H by the band's upper edge: 4N up to 1 kHz, 2N up to 4 kHz, N above. Speech puts
+most of its structure (pitch harmonics, first formants) in the low bands, so those keep the
+uniform decoder's capacity while the wide high bands, whose second Linear is the costly one
+(H * 12 * w weights), get less.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from bsmamba.bands import band_edges_hz
+
+DECODERS = ("uniform", "adaptive")
+TAPS = 3  # frames t-1, t, t+1
+
+# adaptive rule: (upper band edge in Hz, hidden width as a multiple of N), first match wins
+ADAPTIVE_RULE = ((1000.0, 4), (4000.0, 2), (float("inf"), 1))
+
+
+def hidden_widths(
+    name: str, widths: list[int], dim: int, sample_rate: int = 16000, n_fft: int = 512
+) -> list[int]:
+    """Hidden width of each band's MLP for decoder ``name`` (uniform | adaptive)."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; valid decoders: {', '.join(DECODERS)}")
+    if name == "uniform":
+        return [4 * dim] * len(widths)
+    out = []
+    for _, hi in band_edges_hz(widths, sample_rate, n_fft):
+        out.append(dim * next(m for edge, m in ADAPTIVE_RULE if hi <= edge + 1e-6))
+    return out
+
+
+class MaskDecoder(nn.Module):
+    """features (B, K, T, N) -> complex mask (B, F, T, 3), F = sum(widths)."""
+
+    def __init__(self, widths: list[int], dim: int, hidden: list[int]):
+        super().__init__()
+        self.widths = list(widths)
+        self.mlps = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(dim),
+                nn.Linear(dim, h),
+                nn.Tanh(),
+                nn.Linear(h, 2 * w * TAPS * 2),  # x2 for the GLU gate
+                nn.GLU(dim=-1),
+            )
+            for w, h in zip(self.widths, hidden)
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        masks = []
+        for k, (w, mlp) in enumerate(zip(self.widths, self.mlps)):
+            m = mlp(feats[:, k])  # (B, T, w*3*2)
+            masks.append(rearrange(m, "b t (w k c) -> b w t k c", w=w, k=TAPS, c=2))
+        return torch.view_as_complex(torch.cat(masks, dim=1).contiguous())  # (B, F, T, 3)
+
+
+def build_decoder(
+    name: str, widths: list[int], dim: int, sample_rate: int = 16000, n_fft: int = 512
+) -> MaskDecoder:
+    """A ``uniform`` or ``adaptive`` decoder for the band plan ``widths``."""
+    return MaskDecoder(widths, dim, hidden_widths(name, widths, dim, sample_rate, n_fft))
+
+
+def apply_mask(spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """spec complex (B, F, T), mask complex (B, F, T, 3) -> filtered spec (B, F, T)."""
+    T = spec.shape[-1]
+    # zero frames beyond both ends; complex padding done on the real view
+    padded = torch.view_as_complex(
+        F.pad(torch.view_as_real(spec), (0, 0, 1, 1)).contiguous()
+    )  # (B, F, T + 2)
+    return sum(mask[..., k] * padded[..., k : k + T] for k in range(TAPS))

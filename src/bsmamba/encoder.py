@@ -1,0 +1,28 @@
+"""Band-split encoder: each band's complex bins -> one N-dim feature per frame."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+class BandSplit(nn.Module):
+    """Per band: LayerNorm over its 2*width real values, then Linear(2*width -> dim).
+
+    spec: complex (B, F, T) with F = sum(widths) -> features (B, K, T, dim), K = len(widths).
+    """
+
+    def __init__(self, widths: list[int], dim: int):
+        super().__init__()
+        self.widths = list(widths)
+        self.norms = nn.ModuleList(nn.LayerNorm(2 * w) for w in self.widths)
+        self.projs = nn.ModuleList(nn.Linear(2 * w, dim) for w in self.widths)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        x = torch.view_as_real(spec)  # (B, F, T, 2): real and imaginary parts
+        out = []
+        for band, norm, proj in zip(x.split(self.widths, dim=1), self.norms, self.projs):
+            band = rearrange(band, "b w t c -> b t (w c)")  # w: bins of the band, c: re/im
+            out.append(proj(norm(band)))  # (B, T, dim)
+        return torch.stack(out, dim=1)  # (B, K, T, dim)

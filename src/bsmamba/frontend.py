@@ -1,0 +1,74 @@
+"""STFT front end: waveform <-> complex spectrogram, an exact pair (iSTFT(STFT(x)) == x).
+
+Frames are centred with zero padding (not reflection), so any length >= 1 works; the inverse
+trims back to the requested length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_WINDOWS = {
+    "hann": torch.hann_window,
+    "hamming": torch.hamming_window,
+    "blackman": torch.blackman_window,
+}
+
+
+class Frontend(nn.Module):
+    """STFT / iSTFT with the settings of ``config.StftConfig``.
+
+    ``stft(wav (B, S)) -> complex (B, F, T)`` with F = n_fft // 2 + 1 and T = S // hop + 1;
+    ``istft(spec (B, F, T), length) -> (B, length)``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        hop_length: int = 128,
+        win_length: int = 512,
+        window: str = "hann",
+    ):
+        super().__init__()
+        if window not in _WINDOWS:
+            raise ValueError(f"unknown window {window!r}; valid windows: {', '.join(_WINDOWS)}")
+        if win_length > n_fft or hop_length > win_length or min(hop_length, n_fft) < 1:
+            raise ValueError(
+                f"stft needs 1 <= hop_length <= win_length <= n_fft, got hop_length={hop_length}, "
+                f"win_length={win_length}, n_fft={n_fft}"
+            )
+        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.win_length = win_length
+        # Not persistent: derived from the config, so checkpoints stay free of it.
+        self.register_buffer("window", _WINDOWS[window](win_length), persistent=False)
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, S) real -> complex spectrogram (B, F, T)."""
+        return torch.stft(
+            wav,
+            self.n_fft,
+            self.hop_length,
+            self.win_length,
+            self.window.to(wav.dtype),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """complex spectrogram (B, F, T) -> wav (B, length)."""
+        return torch.istft(
+            spec,
+            self.n_fft,
+            self.hop_length,
+            self.win_length,
+            self.window.to(spec.real.dtype),
+            center=True,
+            length=length,
+        )

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from bsmamba import build_model
+from bsmamba.model import BandSplitEnhancer
+from bsmamba.presets import PRESETS
+
+TINY = {"dim": 16, "num_layers": 1, "d_state": 4}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_maps_a_waveform_to_one_of_the_same_length_with_gradients(preset):
+    torch.manual_seed(0)
+    model = build_model(preset, **TINY)
+    wav = torch.randn(2, 4001)  # ~0.25 s, not a multiple of the hop
+    out = model(wav)
+    assert out.shape == wav.shape and torch.isfinite(out).all()
+    out.pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize("length", [1, 100, 511, 513])
+def test_any_input_length_works(length):
+    model = build_model("abl3", **TINY).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, length)).shape == (1, length)
+
+
+def test_forward_is_forward_spectral_then_istft_at_the_input_level():
+    torch.manual_seed(0)
+    model = build_model("modified", **TINY).eval()
+    wav = 3.0 * torch.randn(2, 2000)
+    with torch.no_grad():
+        est, scale = model.forward_spectral(wav)
+        out = model(wav)
+        out_scaled = model(10 * wav)
+    assert est.is_complex() and est.shape == model.frontend.stft(wav).shape
+    assert torch.allclose(scale, wav.pow(2).mean(-1, keepdim=True).sqrt())
+    assert torch.allclose(out, model.frontend.istft(est, 2000) * scale, atol=1e-5)
+    # RMS normalisation in, level restored out: the model is scale-equivariant
+    assert torch.allclose(out_scaled, 10 * out, rtol=1e-3, atol=1e-4)
+
+
+def test_config_round_trips_into_an_identical_model():
+    model = build_model("abl1", d_state=8, dim=16)
+    cfg = model.config
+    assert cfg["preset"] == "abl1" and cfg["d_state"] == 8 and cfg["stft"]["n_fft"] == 512
+    clone = BandSplitEnhancer(**cfg)
+    clone.load_state_dict(model.state_dict())
+    wav = torch.randn(1, 1500)
+    with torch.no_grad():
+        assert torch.equal(model(wav), clone(wav))
+
+
+def test_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = build_model("abl2", **TINY)
+    wav = torch.randn(1, 1200)
+    model(wav).pow(2).sum().backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.checkpointing = True
+    assert model.config["checkpointing"] is True
+    model(wav).pow(2).sum().backward()
+    for r, p in zip(ref, model.parameters()):
+        assert torch.allclose(r, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"mixer": "gru"}, "lstm, mamba, bimamba"),
+        ({"layout": "triple"}, "intra, dual"),
+        ({"decoder": "big"}, "uniform, adaptive"),
+        ({"band_plan": "nope"}, "bsrnn30"),
+        ({"scan_backend": "fast"}, "reference, fused"),
+        ({"merge": "mul"}, "concat, add"),
+        ({"widths": 3}, "valid"),
+    ],
+)
+def test_unknown_names_raise_listing_the_valid_ones(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        build_model("abl3", **kwargs)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ValueError, match="bsrnn, modified, abl1, abl2, abl3"):
+        build_model("abl4")
