@@ -64,7 +64,7 @@ def test_checkpointing_gives_the_same_gradients():
     model.checkpointing = True
     assert model.config["checkpointing"] is True
     model(wav).pow(2).sum().backward()
-    for r, p in zip(ref, model.parameters()):
+    for r, p in zip(ref, model.parameters(), strict=True):
         assert torch.allclose(r, p.grad, rtol=1e-4, atol=1e-6)
 
 

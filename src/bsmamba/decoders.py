@@ -57,12 +57,12 @@ class MaskDecoder(nn.Module):
                 nn.Linear(h, 2 * w * TAPS * 2),  # x2 for the GLU gate
                 nn.GLU(dim=-1),
             )
-            for w, h in zip(self.widths, hidden)
+            for w, h in zip(self.widths, hidden, strict=True)
         )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         masks = []
-        for k, (w, mlp) in enumerate(zip(self.widths, self.mlps)):
+        for k, (w, mlp) in enumerate(zip(self.widths, self.mlps, strict=True)):
             m = mlp(feats[:, k])  # (B, T, w*3*2)
             masks.append(rearrange(m, "b t (w k c) -> b w t k c", w=w, k=TAPS, c=2))
         return torch.view_as_complex(torch.cat(masks, dim=1).contiguous())  # (B, F, T, 3)

@@ -22,7 +22,9 @@ class BandSplit(nn.Module):
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         x = torch.view_as_real(spec)  # (B, F, T, 2): real and imaginary parts
         out = []
-        for band, norm, proj in zip(x.split(self.widths, dim=1), self.norms, self.projs):
+        for band, norm, proj in zip(
+            x.split(self.widths, dim=1), self.norms, self.projs, strict=True
+        ):
             band = rearrange(band, "b w t c -> b t (w c)")  # w: bins of the band, c: re/im
             out.append(proj(norm(band)))  # (B, T, dim)
         return torch.stack(out, dim=1)  # (B, K, T, dim)

@@ -38,7 +38,7 @@ def _chunk_states(h0, u, delta, A, B):
     a = torch.exp(delta[..., None] * A)  # (k, b, d, n)
     H = (delta * u)[..., None] * B[:, :, None, :]  # b_t, overwritten in place by h_t
     h = h0
-    for a_t, H_t in zip(a.unbind(0), H.unbind(0)):
+    for a_t, H_t in zip(a.unbind(0), H.unbind(0), strict=True):
         H_t.addcmul_(a_t, h)  # h_t = b_t + a_t * h_{t-1}
         h = H_t
     return H, a

@@ -33,7 +33,7 @@ def selective_scan_reference(
     dBu = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)  # (b, d, L, n) input per step
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])  # (b, d, n)
     ys = []
-    for dA_t, dBu_t, C_t in zip(dA.unbind(2), dBu.unbind(2), C.unbind(2)):
+    for dA_t, dBu_t, C_t in zip(dA.unbind(2), dBu.unbind(2), C.unbind(2), strict=True):
         h = dA_t * h + dBu_t
         ys.append(torch.einsum("bdn,bn->bd", h, C_t))
     y = torch.stack(ys, dim=2)  # (b, d, L)
