@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from bsmamba.sequence import get_mixer
+from bsmamba.sequence.bimamba import BiMamba
+from bsmamba.sequence.layout import Layout
+from bsmamba.sequence.mamba import Mamba
+
+OPTS = {"d_state": 4, "expand": 2, "d_conv": 4}
+
+
+def _dependence(module, L=10, t=4, dim=8):
+    """Which input steps the output at step t depends on."""
+    x = torch.randn(2, L, dim, requires_grad=True)
+    (g,) = torch.autograd.grad(module(x)[:, t].sum(), x)
+    return g.abs().sum(dim=(0, 2)) > 0  # (L,)
+
+
+def test_mamba_block_is_causal_and_bimamba_backward_branch_reads_the_future():
+    torch.manual_seed(0)
+    dep = _dependence(Mamba(8, **OPTS))
+    assert dep[:5].all() and not dep[5:].any()
+    bi = BiMamba(8, **OPTS)
+    assert _dependence(bi).all()
+    # the backward block alone: output at t depends on t and after only
+    dep_bwd = _dependence(lambda x: bi.bwd(x.flip(1)).flip(1))
+    assert not dep_bwd[:4].any() and dep_bwd[4:].all()
+
+
+def test_mamba_standard_initialisation():
+    m = Mamba(64, d_state=12)
+    assert m.dt_rank == 4 and m.d_inner == 128
+    A = -torch.exp(m.A_log)
+    torch.testing.assert_close(A[0].detach(), -torch.arange(1.0, 13.0))
+    dt = torch.nn.functional.softplus(m.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.99 and dt.max() <= 0.1 * 1.01
+    # in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj of the Gu & Dao block
+    n = sum(p.numel() for p in m.parameters())
+    assert n == 64 * 256 + (128 * 4 + 128) + 128 * 28 + (4 * 128 + 128) + 128 * 12 + 128 + 128 * 64
+
+
+def test_bimamba_merges():
+    cat, add = BiMamba(8, merge="concat", **OPTS), BiMamba(8, merge="add", **OPTS)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(cat) - n(add) == 2 * 8 * 8 + 8
+    with pytest.raises(ValueError, match="concat, add"):
+        BiMamba(8, merge="max")
+
+
+def test_lstm_mixer_is_unidirectional_over_time_and_bidirectional_across_bands():
+    torch.manual_seed(0)
+    dep_t = _dependence(get_mixer("lstm", 8, axis="time"))
+    assert dep_t[:5].all() and not dep_t[5:].any()
+    assert _dependence(get_mixer("lstm", 8, axis="band")).all()
+    with pytest.raises(ValueError, match="lstm, mamba, bimamba"):
+        get_mixer("rnn", 8)
+    with pytest.raises(ValueError, match="time, band"):
+        get_mixer("lstm", 8, axis="freq")
+
+
+@pytest.mark.parametrize("mixer", ["lstm", "mamba", "bimamba"])
+def test_intra_layout_never_mixes_bands_and_dual_does(mixer):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 6, 8, requires_grad=True)  # (B, K, T, N)
+    for layout, mixes in [("intra", False), ("dual", True)]:
+        net = Layout(layout, mixer, 8, num_layers=1, **OPTS)
+        y = net(x)
+        assert y.shape == x.shape
+        # the last band: a unidirectional band pass sees the bands before it
+        (g,) = torch.autograd.grad(y[:, -1].sum(), x)
+        assert (g[:, :-1].abs().sum() > 0) == mixes
