@@ -1,0 +1,277 @@
+"""Every number and comparison in the user's plan, beside what the study measured.
+
+Verdicts are plain words: ``holds``, ``fails``, ``not significant`` (a ranking whose paired
+bootstrap interval contains 0), ``not measurable on this data`` (absolute PESQ on the demo set),
+and ``not measured`` (the stage that would measure it did not finish). Tolerances are stated in
+each row's note; they are ours, the plan gives none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bsmamba.presets import CLAIMS
+
+HOLDS, FAILS = "holds", "fails"
+NOT_SIGNIFICANT = "not significant"
+NOT_MEASURABLE = "not measurable on this data"
+NOT_MEASURED = "not measured"
+
+PARAM_TOL = 0.05  # relative: "~2.5M" holds for 2.375M..2.625M
+PERCENT_TOL = 5.0  # percentage points, for "46% smaller"
+POINT_PESQ_TOL = 0.05  # a single expected PESQ (e.g. 3.00) is read as +-0.05
+PLAN_DECODER_M = {"adaptive": 1.85, "uniform": 3.45}  # "1.85M vs 3.45M"
+PLAN_DECODER_SAVING = 46.0  # "%"
+PLAN_BIDIR_GAIN = 0.3  # "+0.3 PESQ expected"
+PLAN_BATCH = 6
+
+
+def paired_bootstrap(
+    a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0, level=0.95
+) -> dict[str, Any]:
+    """CI of mean(a - b) over the utterances both score, resampling utterances with replacement.
+
+    ``a``, ``b``: ``{utterance: score}``. Returns ``{mean_diff, ci_low, ci_high, n, n_boot}``;
+    the interval is the percentile interval at ``level``.
+    """
+    names = sorted(set(a) & set(b))
+    d = np.array([a[n] - b[n] for n in names], float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"mean_diff": None, "ci_low": None, "ci_high": None, "n": 0, "n_boot": n_boot}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))  # (resample, utterance)
+    boot = d[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return {
+        "mean_diff": float(d.mean()),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n": int(d.size),
+        "n_boot": n_boot,
+    }
+
+
+def ranking_verdict(ci: dict) -> str:
+    """``a >= b``: holds if the whole interval is above 0, fails if below, else not significant."""
+    if ci["mean_diff"] is None:
+        return NOT_MEASURED
+    if ci["ci_low"] > 0:
+        return HOLDS
+    if ci["ci_high"] < 0:
+        return FAILS
+    return NOT_SIGNIFICANT
+
+
+def _row(claim, claimed, measured, verdict, note="", **extra) -> dict[str, Any]:
+    return {
+        "claim": claim,
+        "claimed": claimed,
+        "measured": measured,
+        "verdict": verdict,
+        "note": note,
+        **extra,
+    }
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _decoder_params(row: dict) -> int | None:
+    comps = row.get("per_component_params") or {}
+    hits = [v for k, v in comps.items() if "decoder" in k.lower() and isinstance(v, int)]
+    return sum(hits) if hits else None
+
+
+def check(results: dict, utts: dict[str, list], n_boot: int = 2000) -> list[dict[str, Any]]:
+    """Claims rows for a study's ``results`` (report.collect) and per-utterance ``utts``."""
+    by = results["by_system"]
+    systems = [s for s in results["systems"] if s in CLAIMS]
+    rows: list[dict] = []
+    params = {s: by[s].get("params") for s in results["systems"]}
+
+    # Parameter counts.
+    for s in systems:
+        c = CLAIMS[s]["params_m"]
+        p = params.get(s)
+        if p is None:
+            rows.append(_row(f"{s} has ~{c}M parameters", f"{c}M", "-", NOT_MEASURED))
+            continue
+        off = p / (c * 1e6) - 1
+        verdict = HOLDS if abs(off) <= PARAM_TOL else FAILS
+        note = f"{off:+.1%} from the claim (tolerance ±{PARAM_TOL:.0%})"
+        rows.append(_row(f"{s} has ~{c}M parameters", f"{c}M", _m(p), verdict, note))
+
+    # Memory at batch 6.
+    shape = results["plan_shape"]
+    for s in systems:
+        r = by[s]
+        claim = f"{s} fits in memory with batch size {PLAN_BATCH}"
+        if r.get("fits_plan_shape") is None:
+            rows.append(_row(claim, "fits", "-", NOT_MEASURED))
+            continue
+        where = f"{r['peak_source']} at batch {shape['batch_size']} x {shape['segment_s']:g} s"
+        measured = f"{r['peak_bytes'] / 2**30:.2f} GiB ({where})"
+        note = f"budget {r.get('memory_budget')}"
+        if shape["batch_size"] != PLAN_BATCH:
+            note += f"; measured at batch {shape['batch_size']}, not the plan's {PLAN_BATCH}"
+        if r.get("ladder_events"):
+            note += f"; ladder: {len(r['ladder_events'])} rung(s) needed"
+        verdict = HOLDS if r["fits_plan_shape"] else FAILS
+        rows.append(_row(claim, "fits", measured, verdict, note))
+
+    # Ablation 3 the smallest; smaller than BSRNN.
+    have = {s: p for s, p in params.items() if p is not None}
+    if "abl3" in results["systems"]:
+        claim = "Ablation 3 has the fewest parameters (MOST EFFICIENT)"
+        if "abl3" in have and len(have) > 1:
+            smallest = min(have, key=have.get)
+            measured = f"smallest: {smallest} ({_m(have[smallest])}); abl3 {_m(have['abl3'])}"
+            verdict = HOLDS if smallest == "abl3" else FAILS
+            note = f"among {', '.join(have)}"
+            rows.append(_row(claim, "abl3 smallest", measured, verdict, note))
+        else:
+            rows.append(_row(claim, "abl3 smallest", "-", NOT_MEASURED, "needs abl3 and another"))
+        if "bsrnn" in results["systems"]:
+            claim = "Ablation 3 (2.3M) < BSRNN (2.4M)"
+            if "abl3" in have and "bsrnn" in have:
+                measured = f"{_m(have['abl3'])} vs {_m(have['bsrnn'])}"
+                verdict = HOLDS if have["abl3"] < have["bsrnn"] else FAILS
+                rows.append(_row(claim, "2.3M < 2.4M", measured, verdict))
+            else:
+                rows.append(_row(claim, "2.3M < 2.4M", "-", NOT_MEASURED))
+
+    rows += _decoder_claims(results)
+    rows += _pesq_range_claims(results, systems)
+    rows += _ranking_claims(results, utts, n_boot)
+    return rows
+
+
+def _decoder_claims(results: dict) -> list[dict]:
+    by = results["by_system"]
+    if "abl3" not in results["systems"]:
+        return []
+    adaptive = _decoder_params(by["abl3"])
+    # Any uniform-decoder system has the same decoder (same N and band plan); prefer abl2.
+    uniform, ref = None, None
+    for s in ("abl2", "abl1", "bsrnn", "modified"):
+        if s in by and _decoder_params(by[s]) is not None:
+            uniform, ref = _decoder_params(by[s]), s
+            break
+    claim = f"Adaptive decoder ≈{PLAN_DECODER_SAVING:g}% smaller than the uniform one"
+    claim_abs = "Decoders: adaptive 1.85M vs uniform 3.45M"
+    if adaptive is None or uniform is None:
+        note = "needs per-component counts of abl3 and a uniform-decoder system"
+        return [
+            _row(claim, f"{PLAN_DECODER_SAVING:g}%", "-", NOT_MEASURED, note),
+            _row(claim_abs, "1.85M vs 3.45M", "-", NOT_MEASURED, note),
+        ]
+    saving = 100 * (1 - adaptive / uniform)
+    measured = f"{saving:.1f}% ({_m(adaptive)} vs {_m(uniform)} in {ref})"
+    verdict = HOLDS if abs(saving - PLAN_DECODER_SAVING) <= PERCENT_TOL else FAILS
+    note = f"tolerance ±{PERCENT_TOL:g} percentage points"
+    rows = [_row(claim, f"{PLAN_DECODER_SAVING:g}%", measured, verdict, note)]
+    ok = all(
+        abs(m / (PLAN_DECODER_M[k] * 1e6) - 1) <= PARAM_TOL
+        for k, m in (("adaptive", adaptive), ("uniform", uniform))
+    )
+    note = f"tolerance ±{PARAM_TOL:.0%} each"
+    if not ok:
+        note += "; the plan's sizes do not match N=64 with the 30-band plan"
+    rows.append(
+        _row(
+            claim_abs,
+            "1.85M vs 3.45M",
+            f"{_m(adaptive)} vs {_m(uniform)}",
+            HOLDS if ok else FAILS,
+            note,
+        )
+    )
+    return rows
+
+
+def _pesq_range_claims(results: dict, systems: list[str]) -> list[dict]:
+    rows = []
+    for s in systems:
+        lo, hi = CLAIMS[s]["pesq"]
+        claimed = f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}"
+        claim = f"{s} PESQ (VB-DMD) ≈ {claimed}"
+        m = (results["by_system"][s].get("metrics") or {}).get("pesq", {})
+        if m.get("mean") is None:
+            rows.append(_row(claim, claimed, "-", NOT_MEASURED))
+            continue
+        measured = f"{m['mean']:.2f}"
+        if results["is_demo_data"]:
+            note = "demo-set PESQ after a short CPU training is not VB-DMD PESQ"
+            rows.append(_row(claim, claimed, measured, NOT_MEASURABLE, note))
+            continue
+        if lo == hi:
+            lo, hi = lo - POINT_PESQ_TOL, hi + POINT_PESQ_TOL
+        verdict = HOLDS if lo <= m["mean"] <= hi else FAILS
+        note = (
+            f"single values read as ±{POINT_PESQ_TOL}"
+            if CLAIMS[s]["pesq"][0] == CLAIMS[s]["pesq"][1]
+            else ""
+        )
+        rows.append(_row(claim, claimed, measured, verdict, note))
+    return rows
+
+
+def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[dict]:
+    from bsmamba.study.report import utterance_means
+
+    pesq = {s: utterance_means(u, "pesq") for s, u in utts.items() if s != "noisy" and u}
+    demo = " (on the demo set)" if results["is_demo_data"] else ""
+
+    def compare(a: str, b: str, claim: str, claimed: str, note: str = "") -> dict | None:
+        if a not in results["systems"] or b not in results["systems"]:
+            return None
+        if a not in pesq or b not in pesq:
+            return _row(claim, claimed, "-", NOT_MEASURED, "both systems must be scored")
+        ci = paired_bootstrap(pesq[a], pesq[b], n_boot=n_boot)
+        if ci["mean_diff"] is None:
+            return _row(claim, claimed, "-", NOT_MEASURED, "no utterance scored by both")
+        measured = (
+            f"ΔPESQ {ci['mean_diff']:+.3f}, 95% CI [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
+        )
+        boot = f"paired bootstrap over {ci['n']} utterances, {ci['n_boot']} resamples{demo}"
+        return _row(claim, claimed, measured, ranking_verdict(ci), f"{boot}{note}", bootstrap=ci)
+
+    rows = [
+        compare("abl3", "abl2", "Ranking: abl3 ≥ abl2 (PESQ)", "abl3 ≥ abl2"),
+        compare("abl2", "abl1", "Ranking: abl2 ≥ abl1 (PESQ)", "abl2 ≥ abl1"),
+        compare("abl3", "bsrnn", "Ablation 3 beats the BSRNN baseline (PESQ)", "abl3 ≥ bsrnn"),
+        compare(
+            "abl2",
+            "modified",
+            "Bidirectional Mamba beats unidirectional (+0.3 PESQ): abl2 vs modified",
+            f"+{PLAN_BIDIR_GAIN} PESQ",
+            "; the verdict is on the direction; the size is on this data only",
+        ),
+    ]
+    pair = [r for r in rows[:2] if r is not None]
+    if len(pair) == 2:
+        verdicts = {r["verdict"] for r in pair}
+        if FAILS in verdicts:
+            v = FAILS
+        elif verdicts == {HOLDS}:
+            v = HOLDS
+        elif NOT_MEASURED in verdicts:
+            v = NOT_MEASURED
+        else:
+            v = NOT_SIGNIFICANT
+        rows.insert(
+            2,
+            _row(
+                "Ranking: abl3 ≥ abl2 ≥ abl1 (PESQ)",
+                "abl3 ≥ abl2 ≥ abl1",
+                "; ".join(r["verdict"] for r in pair),
+                v,
+                "both pairwise comparisons above must hold",
+            ),
+        )
+    return [r for r in rows if r is not None]

@@ -1,0 +1,205 @@
+"""Study figures (matplotlib, Agg backend, PNG) and a few enhanced examples per system.
+
+``figures`` draws PESQ against parameters, PESQ against peak memory and the validation curve of
+every run; ``examples`` copies the first few enhanced wavs of each system into the report folder
+with a noisy / enhanced / clean spectrogram PNG beside each.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, works without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bsmamba import files  # noqa: E402
+
+_VAL_KEYS = ("val_pesq", "val/pesq", "valid_pesq", "val_loss", "val/loss", "valid_loss")
+
+
+def _save(fig, path: Path) -> str:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    files.atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return str(path)
+
+
+def _scatter(results: dict, x_key: str, x_scale: float, x_label: str, title: str, path: Path):
+    by = results["by_system"]
+    pts = [
+        (s, by[s][x_key] / x_scale, by[s]["metrics"]["pesq"])
+        for s in results["systems"]
+        if by[s].get(x_key) is not None
+        and (by[s].get("metrics") or {}).get("pesq", {}).get("mean") is not None
+    ]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for s, x, p in pts:
+        ax.errorbar(x, p["mean"], yerr=p["std"] or 0, fmt="o", capsize=3)
+        ax.annotate(s, (x, p["mean"]), textcoords="offset points", xytext=(5, 4))
+    noisy = (results["noisy"].get("metrics") or {}).get("pesq", {}).get("mean")
+    if noisy is not None:
+        ax.axhline(noisy, color="grey", ls="--", lw=1, label="noisy input")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("PESQ (WB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str] | None:
+    """(x, y, y-label) of one run's validation curve, from its results or its metrics CSV."""
+    res = train_record.get("results") or {}
+    for key in ("val_curve", "history", "validation"):
+        hist = res.get(key)
+        if isinstance(hist, list) and hist and isinstance(hist[0], dict):
+            yk = next((k for k in _VAL_KEYS if k in hist[0] or k.split("/")[-1] in hist[0]), None)
+            yk = yk if yk in hist[0] else (yk.split("/")[-1] if yk else None)
+            if yk:
+                xk = "step" if "step" in hist[0] else "epoch"
+                pts = [(h.get(xk), h.get(yk)) for h in hist if h.get(yk) is not None]
+                return [p[0] for p in pts], [p[1] for p in pts], yk
+    for path in sorted(run_dir.rglob("metrics.csv")):
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        yk = next((k for k in _VAL_KEYS if k in rows[0]), None)
+        if not yk:
+            continue
+        xk = "step" if "step" in rows[0] else "epoch"
+        pts = [(float(r[xk]), float(r[yk])) for r in rows if r.get(yk) not in (None, "")]
+        if pts:
+            return [p[0] for p in pts], [p[1] for p in pts], yk
+    return None
+
+
+def figures(results: dict, study_dir: Path) -> list[str]:
+    """Write the study's PNGs under ``study_dir/plots``; return their paths relative to it."""
+    out = study_dir / "plots"
+    made = []
+    shape = results["plan_shape"]
+    at = f"batch {shape['batch_size']} x {shape['segment_s']:g} s"
+    made.append(
+        _scatter(
+            results,
+            "params",
+            1e6,
+            "parameters (M)",
+            "PESQ vs parameters",
+            out / "pesq_vs_params.png",
+        )
+    )
+    made.append(
+        _scatter(
+            results,
+            "peak_bytes",
+            2**30,
+            f"peak training memory (GiB, {at})",
+            "PESQ vs peak memory",
+            out / "pesq_vs_peak_memory.png",
+        )
+    )
+    curves = []
+    for s in results["systems"]:
+        for seed in results["seeds"]:
+            rdir = study_dir / s / f"s{seed}"
+            rec = _read(rdir / "stages" / "train.json")
+            c = validation_curve(rdir, rec) if rec.get("status") == "done" else None
+            if c and c[0]:
+                curves.append((f"{s}/s{seed}", *c))
+    if curves:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for label, x, y, _ in curves:
+            ax.plot(x, y, marker="o", ms=3, label=label)
+        ax.set_xlabel("step" if len(curves[0][1]) and curves[0][1][-1] > 200 else "epoch / step")
+        ax.set_ylabel(curves[0][3])
+        ax.set_title("validation curve per system", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        made.append(_save(fig, out / "validation_curves.png"))
+    return [str(Path(p).relative_to(study_dir)) for p in made if p]
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _spectrogram_png(wavs: list[tuple[str, np.ndarray]], fs: int, path: Path) -> str:
+    fig, axes = plt.subplots(len(wavs), 1, figsize=(6, 1.8 * len(wavs)), sharex=True)
+    for ax, (title, x) in zip(np.atleast_1d(axes), wavs, strict=True):
+        # (freq, frame) log-power, 32 ms Hann frames, 8 ms hop: the model's own STFT grid
+        n_fft, hop = 512, 128
+        if len(x) < n_fft:
+            x = np.pad(x, (0, n_fft - len(x)))
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+        spec = 10 * np.log10(np.abs(np.fft.rfft(frames, axis=-1)).T ** 2 + 1e-10)
+        dur = len(x) / fs
+        ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            extent=(0, dur, 0, fs / 2000),
+            cmap="magma",
+            vmin=spec.max() - 80,
+            vmax=spec.max(),
+        )
+        ax.set_ylabel("kHz")
+        ax.set_title(title, fontsize=9)
+    np.atleast_1d(axes)[-1].set_xlabel("time (s)")
+    return _save(fig, path)
+
+
+def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
+    """Copy up to ``study.examples`` enhanced wavs per system (first seed) into
+    ``study_dir/audio/<system>/`` with a spectrogram PNG each; return their relative paths."""
+    import soundfile as sf
+
+    meta = _read(study_dir / "study.json")
+    n = int(meta.get("config", {}).get("study", {}).get("examples", 3))
+    if n <= 0:
+        return []
+    clean_dir, noisy_dir = Path(meta["clean_dir"]), Path(meta["noisy_dir"])
+    seed = results["seeds"][0]
+    out = []
+    for s in results["systems"]:
+        enh = study_dir / s / f"s{seed}" / "enhanced"
+        if _read(study_dir / s / f"s{seed}" / "stages" / "enhance.json").get("status") != "done":
+            continue
+        for wav in sorted(enh.glob("*.wav"))[:n]:
+            dst = study_dir / "audio" / s / wav.name
+            files.atomic_write(dst, lambda f, w=wav: f.write(w.read_bytes()))
+            x, fs = sf.read(str(wav), dtype="float32")
+            panels = [("enhanced", x)]
+            for title, d in (("noisy", noisy_dir), ("clean", clean_dir)):
+                if (d / wav.name).exists():
+                    y, _ = sf.read(str(d / wav.name), dtype="float32")
+                    panels.append((title, y))
+            panels.sort(key=lambda p: ("noisy", "enhanced", "clean").index(p[0]))
+            png = _spectrogram_png(panels, fs, dst.with_suffix(".png"))
+            out.append(
+                {
+                    "system": s,
+                    "name": wav.name,
+                    "wav": str(dst.relative_to(study_dir)),
+                    "png": str(Path(png).relative_to(study_dir)),
+                }
+            )
+    return out
+
+
+__all__ = ["figures", "examples", "validation_curve"]

@@ -1,0 +1,434 @@
+"""`bsmamba study`: every system x seed through params -> memory plan -> train -> enhance -> score.
+
+Folder layout of a study (``studies/<recipe>/`` unless ``study.out``)::
+
+    study.json                    the resolved config, shapes, systems, data root
+    test_snr.json                 input SNR of every test utterance (measured from the files)
+    testset/{clean,noisy}/        the scored subset when ``study.test_limit`` > 0
+    noisy/evaluation.json         the noisy-input row (+ per-utterance CSV)
+    <system>/params.json          parameter counts (seed-independent)
+    <system>/memory.json          memory plan at the plan's shape (+ ladder events)
+    <system>/s<seed>/             the training run dir (train.out) and:
+        stages.json               status of train / enhance / evaluate
+        enhanced/  eval/          enhanced test set, per-utterance scores
+    report.md results.csv results.json plots/ audio/   (from bsmamba.study.report)
+
+Resumable: a stage whose record says ``done`` is never rerun; an interrupted training is handed
+back to ``bsmamba.train.run``, which continues from the run dir's last checkpoint. A stage that
+fails is recorded with its error and the study goes on with the other systems; a stage whose
+module is not installed yet is recorded as ``not_available``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from bsmamba import config, files
+from bsmamba.study import recipes
+
+STAGES = ("params", "memory", "train", "enhance", "evaluate")
+DONE, FAILED, NOT_AVAILABLE, SKIPPED = "done", "failed", "not_available", "skipped"
+RECORD_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- configuration
+def study_config(file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Resolve a study config: defaults -> recipe -> ``file`` -> ``overrides`` (later wins).
+
+    The recipe is ``study.recipe`` as set by the file or the overrides (default ``demo``).
+    """
+    overrides = list(overrides or [])
+    probe = config.load(file, overrides)
+    rec = recipes.recipe(probe.study.recipe)
+    in_file = _flat_keys(OmegaConf.to_container(OmegaConf.load(file))) if file else set()
+    layer = [f"{k}={_dot(v)}" for k, v in rec.items() if k not in in_file]
+    return config.load(file, layer + overrides)
+
+
+def _flat_keys(d: Any, prefix: str = "") -> set[str]:
+    if not isinstance(d, dict):
+        return {prefix}
+    out: set[str] = set()
+    for k, v in d.items():
+        out |= _flat_keys(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _dot(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return "''" if v == "" else str(v)
+
+
+def study_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.study.out or f"studies/{cfg.study.recipe}")
+
+
+def run_config(cfg: DictConfig, system: str, seed: int, out: Path) -> DictConfig:
+    """The training config of one run: ``system``'s preset plus the study's model overrides.
+
+    Model keys the study config changed relative to its own preset (e.g. ``model.scan_backend``)
+    carry over to every system; everything else comes from the system's preset.
+    """
+    from bsmamba.presets import PRESETS
+
+    if system not in PRESETS:
+        raise ValueError(f"unknown system {system!r} in study.systems; valid: {', '.join(PRESETS)}")
+    own = config.load(overrides=[f"model.preset={cfg.model.preset}"]).model
+    changed = {k: cfg.model[k] for k in cfg.model if k != "preset" and cfg.model[k] != own.get(k)}
+    run = copy.deepcopy(cfg)
+    run.model = OmegaConf.merge(config.load(overrides=[f"model.preset={system}"]).model, changed)
+    run.train.seed = seed
+    run.train.out = str(out)
+    return run
+
+
+# ----------------------------------------------------------------------------- records
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _stage(record_path: Path, name: str, fn, *, log: list) -> dict:
+    """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome."""
+    old = _read(record_path)
+    if old and old.get("status") == DONE:
+        log.append((name, "reused"))
+        return old
+    t0 = time.perf_counter()
+    try:
+        rec = {"status": DONE, **fn()}
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("bsmamba"):
+            raise
+        rec = {"status": NOT_AVAILABLE, "error": f"{e.name} is not installed in this build"}
+    except _Skip as e:
+        rec = {"status": SKIPPED, "error": str(e)}
+    except Exception as e:  # a failed system is reported; the others finish
+        rec = {
+            "status": FAILED,
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(limit=8),
+        }
+    rec["stage_time_s"] = round(time.perf_counter() - t0, 3)
+    files.write_json(record_path, {"record_version": RECORD_VERSION, "stage": name, **rec})
+    log.append((name, rec["status"]))
+    return rec
+
+
+class _Skip(Exception):
+    """A stage that cannot run because an earlier one did not finish."""
+
+
+# ----------------------------------------------------------------------------- stages
+def _params_stage(cfg: DictConfig) -> dict:
+    from bsmamba import build_model, params
+
+    kw = config.model_kwargs(cfg)
+    model = build_model(kw.pop("preset"), **kw)
+    counts = params.count(model)
+    return {"params": counts, "model": config.model_kwargs(cfg)}
+
+
+def _memory_stage(cfg: DictConfig) -> dict:
+    """Peak training memory at the plan's shape; the ladder's rungs when it does not fit."""
+    from bsmamba.memory import plan as memplan
+
+    b, seg = cfg.study.plan_batch_size, cfg.study.plan_segment_s
+    res = memplan.plan(
+        config.model_kwargs(cfg),
+        batch_size=b,
+        segment_s=seg,
+        budget=cfg.memory.budget,
+        device="cpu",
+        measure=bool(cfg.study.plan_measure),
+    )
+    out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
+    if not _fits(res):
+        from bsmamba.memory import ladder
+
+        at_plan = copy.deepcopy(cfg)
+        at_plan.train.batch_size, at_plan.data.segment_s = b, seg
+        fitted, events = ladder.fit(at_plan)
+        out["ladder_events"] = events
+        out["ladder_config"] = {
+            "batch_size": fitted.train.batch_size,
+            "d_state": fitted.model.d_state,
+            "checkpointing": fitted.model.checkpointing,
+        }
+    return out
+
+
+def _fits(plan_result: dict) -> bool:
+    v = plan_result.get("fits", plan_result.get("verdict"))
+    if isinstance(v, dict):
+        v = v.get("fits")
+    if isinstance(v, str):
+        return v.lower().startswith("fit")
+    return bool(v)
+
+
+def _train_stage(cfg: DictConfig) -> dict:
+    from bsmamba import train
+
+    t0 = time.perf_counter()
+    res = train.run(cfg)
+    return {"results": res, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def _enhance_stage(run_dir: Path, noisy_dir: Path, threads: int) -> dict:
+    from bsmamba.enhance import enhance_path
+
+    out = run_dir / "enhanced"
+    t0 = time.perf_counter()
+    summary = enhance_path(run_dir, noisy_dir, out, device="cpu")
+    wall = time.perf_counter() - t0
+    audio_s = sum(_duration(p) for p in sorted(noisy_dir.glob("*.wav")))
+    # RTF of the whole enhance call (load + I/O included): seconds of compute per second of audio.
+    return {
+        "summary": summary,
+        "wall_s": round(wall, 3),
+        "audio_s": round(audio_s, 3),
+        "rtf": wall / audio_s if audio_s else None,
+        "threads": threads,
+    }
+
+
+def _evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path) -> dict:
+    from bsmamba.evaluate import evaluate_dirs
+
+    summary = evaluate_dirs(clean_dir, deg_dir, out_dir=out_dir, workers=1)
+    return {"summary": summary, "per_utterance_csv": _utterance_csv(out_dir)}
+
+
+def _utterance_csv(out_dir: Path) -> str | None:
+    found = sorted(Path(out_dir).glob("*.csv"))
+    return str(found[0].relative_to(out_dir.parent)) if found else None
+
+
+def _duration(path: Path) -> float:
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+# ----------------------------------------------------------------------------- test set
+def _test_dirs(cfg: DictConfig, root: Path, sdir: Path) -> tuple[Path, Path]:
+    """(clean_dir, noisy_dir) of the scored test set; a sorted subset copy if test_limit > 0."""
+    clean, noisy = root / "clean_testset_wav", root / "noisy_testset_wav"
+    for d in (clean, noisy):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is missing; is {root} the output of prepare-voicebank?")
+    if cfg.study.test_limit <= 0:
+        return clean, noisy
+    names = sorted(p.name for p in noisy.glob("*.wav"))[: cfg.study.test_limit]
+    sub_clean, sub_noisy = sdir / "testset" / "clean", sdir / "testset" / "noisy"
+    for name in names:
+        for src, dst in ((clean, sub_clean), (noisy, sub_noisy)):
+            if not (dst / name).exists():
+                dst.mkdir(parents=True, exist_ok=True)
+                files.atomic_write(dst / name, lambda f, s=src / name: f.write(s.read_bytes()))
+    return sub_clean, sub_noisy
+
+
+def _input_snr(clean_dir: Path, noisy_dir: Path) -> dict[str, float]:
+    """Input SNR in dB of every test pair: 10 log10(|clean|^2 / |noisy - clean|^2)."""
+    import soundfile as sf
+
+    out = {}
+    for p in sorted(noisy_dir.glob("*.wav")):
+        n, _ = sf.read(str(p), dtype="float64")
+        c, _ = sf.read(str(clean_dir / p.name), dtype="float64")
+        m = min(len(n), len(c))
+        noise = np.sum((n[:m] - c[:m]) ** 2)
+        out[p.name] = float(10 * np.log10(np.sum(c[:m] ** 2) / max(noise, 1e-20)))
+    return out
+
+
+def _resolve_data(cfg: DictConfig) -> Path:
+    if not cfg.data.path:
+        raise ValueError(
+            f"the {cfg.study.recipe!r} recipe needs --data PATH: the output folder of "
+            "`bsmamba prepare-voicebank` (see the README for how to get VoiceBank+DEMAND)"
+        )
+    from bsmamba import data
+
+    return Path(data.resolve(cfg.data.path))
+
+
+# ----------------------------------------------------------------------------- the study
+def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
+    """Run (or resume) the study of ``cfg`` (build it with :func:`study_config`).
+
+    Returns ``{"study_dir", "runs": {system: {seed: {stage: status}}}, "computed": [...],
+    "results": <report.build(...) or None>}``; ``computed`` lists the stages that ran now
+    (empty on a rerun of a finished study).
+    """
+    import torch
+
+    sdir = study_dir(cfg)
+    sdir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(int(cfg.train.threads))
+    systems = list(cfg.study.systems)
+    seeds = [int(cfg.train.seed) + i for i in range(int(cfg.study.seeds))]
+    for s in systems:
+        run_config(cfg, s, 0, sdir)  # validates system names before any work
+    root = _resolve_data(cfg)
+    clean_dir, noisy_dir = _test_dirs(cfg, root, sdir)
+    files.write_json(
+        sdir / "study.json",
+        {
+            "record_version": RECORD_VERSION,
+            "recipe": cfg.study.recipe,
+            "systems": systems,
+            "seeds": seeds,
+            "data_root": str(root),
+            "data": cfg.data.path,
+            "clean_dir": str(clean_dir),
+            "noisy_dir": str(noisy_dir),
+            "plan_shape": {
+                "batch_size": cfg.study.plan_batch_size,
+                "segment_s": cfg.study.plan_segment_s,
+            },
+            "train_shape": {"batch_size": cfg.train.batch_size, "segment_s": cfg.data.segment_s},
+            "train_budget_s": cfg.train.max_time_s,
+            "train_max_steps": cfg.train.max_steps,
+            "config": config.to_dict(cfg),
+        },
+    )
+    computed: list[str] = []
+
+    def _log(where: str, log: list) -> None:
+        for stage, status in log:
+            if status != "reused":
+                computed.append(f"{where}/{stage}")
+            echo(f"[study] {where:<14} {stage:<9} {status}")
+        log.clear()
+
+    log: list = []
+    if not (sdir / "test_snr.json").exists():
+        files.write_json(sdir / "test_snr.json", {"by_file": _input_snr(clean_dir, noisy_dir)})
+    _stage(
+        sdir / "noisy" / "evaluation.json",
+        "evaluate",
+        lambda: _evaluate_stage(clean_dir, noisy_dir, sdir / "noisy" / "eval"),
+        log=log,
+    )
+    _log("noisy", log)
+
+    # Phase 1: seed-independent measurements at the plan's shape.
+    fits: dict[str, bool] = {}
+    for system in systems:
+        rcfg = run_config(cfg, system, seeds[0], sdir / system)
+        _stage(sdir / system / "params.json", "params", lambda c=rcfg: _params_stage(c), log=log)
+        mem = _stage(
+            sdir / system / "memory.json", "memory", lambda c=rcfg: _memory_stage(c), log=log
+        )
+        _log(system, log)
+        fits[system] = mem.get("status") != DONE or _fits(mem.get("plan", {}))
+
+    only_abl3 = bool(cfg.study.abl3_only_fallback) and not all(fits.values())
+    if only_abl3:
+        echo("[study] abl3-only fallback: not every system fits at the plan's shape")
+
+    # Phase 2: train, enhance and score every system x seed.
+    runs: dict[str, dict] = {}
+    for system in systems:
+        for seed in seeds:
+            rdir = sdir / system / f"s{seed}"
+            rcfg = run_config(cfg, system, seed, rdir)
+            rec_dir = rdir / "stages"
+
+            def _train(c=rcfg, s=system):
+                if only_abl3 and s != "abl3":
+                    raise _Skip("abl3-only fallback (study.abl3_only_fallback) is active")
+                return _train_stage(c)
+
+            tr = _stage(rec_dir / "train.json", "train", _train, log=log)
+
+            def _enhance(d=rdir, ok=tr["status"] == DONE):
+                if not ok:
+                    raise _Skip("training did not finish")
+                return _enhance_stage(d, noisy_dir, int(cfg.train.threads))
+
+            en = _stage(rec_dir / "enhance.json", "enhance", _enhance, log=log)
+
+            def _evaluate(d=rdir, ok=en["status"] == DONE):
+                if not ok:
+                    raise _Skip("enhancement did not finish")
+                return _evaluate_stage(clean_dir, d / "enhanced", d / "eval")
+
+            ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, log=log)
+            _log(f"{system}/s{seed}", log)
+            runs.setdefault(system, {})[str(seed)] = {
+                "train": tr["status"],
+                "enhance": en["status"],
+                "evaluate": ev["status"],
+            }
+
+    results = None
+    if report:
+        from bsmamba.study import report as report_mod
+
+        results = report_mod.build(sdir)
+        echo(report_mod.table_text(results))
+        echo(f"[study] report: {sdir / 'report.md'}")
+    return {"study_dir": str(sdir), "runs": runs, "computed": computed, "results": results}
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_config_arguments(parser, ["recipe", "data", "systems", "seeds", "budget"])
+    parser.add_argument("--out", default=None, help="study directory (alias of study.out=...)")
+    parser.add_argument(
+        "--abl3-only-fallback",
+        action="store_true",
+        help="the plan's last resort: train abl3 alone when a system does not fit at batch 6",
+    )
+    parser.add_argument("--json", action="store_true", help="print results.json at the end")
+
+
+def main(args: argparse.Namespace) -> int:
+    ns = copy.copy(args)
+    extra = []
+    if args.out:
+        extra.append(f"study.out={args.out}")
+    if args.abl3_only_fallback:
+        extra.append("study.abl3_only_fallback=true")
+    ns.overrides = list(args.overrides or []) + extra
+    probe = config.from_args(ns)
+    in_file = (
+        _flat_keys(OmegaConf.to_container(OmegaConf.load(args.config))) if args.config else set()
+    )
+    rec = recipes.recipe(probe.study.recipe)
+    ns.overrides = [f"{k}={_dot(v)}" for k, v in rec.items() if k not in in_file] + ns.overrides
+    cfg = config.from_args(ns)  # alias flags are appended last, so they win over the recipe
+    if args.print_config:
+        print(config.to_yaml(cfg))
+        return 0
+    out = run_study(cfg, echo=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps(out["results"], indent=2))
+    bad = [
+        f"{s}/s{seed}"
+        for s, by_seed in out["runs"].items()
+        for seed, st in by_seed.items()
+        if st["evaluate"] != DONE
+    ]
+    return 1 if bad and len(bad) == sum(len(v) for v in out["runs"].values()) else 0
+
+
+__all__ = ["STAGES", "run_study", "study_config", "run_config", "study_dir"]
