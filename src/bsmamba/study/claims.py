@@ -269,7 +269,7 @@ def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[d
             _row(
                 "Ranking: abl3 ≥ abl2 ≥ abl1 (PESQ)",
                 "abl3 ≥ abl2 ≥ abl1",
-                "; ".join(r["verdict"] for r in pair),
+                "-" if v == NOT_MEASURED else "; ".join(r["verdict"] for r in pair),
                 v,
                 "both pairwise comparisons above must hold",
             ),

@@ -123,11 +123,14 @@ def snr_bin(snr_db: float, levels: list[float] | None = None) -> str:
     return f"{lo:g} to {lo + 5:g} dB"
 
 
-def _nominal_levels(data_root: str) -> list[float] | None:
-    """Nominal SNR levels if the data manifest lists them (``snr_levels_db`` or per-file)."""
+def _nominal_snr(data_root: str) -> dict[str, float]:
+    """Nominal mixing SNR per test file, where the data manifest records it (the demo set)."""
     man = _read(Path(data_root) / "manifest.json") if data_root else {}
-    levels = man.get("test_snr_levels_db") or man.get("snr_levels_db")
-    return [float(x) for x in levels] if levels else None
+    return {
+        e["file"]: float(e["snr_db"])
+        for e in man.get("files", [])
+        if e.get("dir") == "noisy_testset_wav" and e.get("snr_db") is not None
+    }
 
 
 def by_snr(
@@ -158,7 +161,11 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
     if not meta:
         raise FileNotFoundError(f"{sdir / 'study.json'} not found: is {sdir} a study directory?")
     snr = _read(sdir / "test_snr.json").get("by_file", {})
-    levels = _nominal_levels(meta.get("data_root", ""))
+    nominal = _nominal_snr(meta.get("data_root", ""))
+    levels = None
+    if snr and all(n in nominal for n in snr):  # group by the mixing SNR where it is recorded
+        snr = {n: nominal[n] for n in snr}
+        levels = sorted(set(snr.values()))
 
     noisy_rec = _read(sdir / "noisy" / "evaluation.json")
     noisy_utts = _utterances_of(noisy_rec, sdir / "noisy")
@@ -236,7 +243,9 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         "train_shape": meta["train_shape"],
         "train_budget_s": meta.get("train_budget_s"),
         "train_max_steps": meta.get("train_max_steps"),
-        "snr_grouping": "nominal levels" if levels else "measured input SNR, 5 dB bins",
+        "snr_grouping": "nominal mixing SNR (data manifest)"
+        if levels
+        else "measured input SNR, 5 dB bins",
         "noisy": noisy,
         "by_system": systems,
     }

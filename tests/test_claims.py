@@ -1,0 +1,124 @@
+"""Claims against measurements: bootstrap intervals and verdicts on constructed measurements."""
+
+import numpy as np
+import pytest
+
+from bsmamba.presets import CLAIMS
+from bsmamba.study import claims
+
+
+def _utts(values):
+    return {f"u{i:03d}.wav": float(v) for i, v in enumerate(values)}
+
+
+def test_paired_bootstrap_interval_and_verdicts():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1.5, 3.0, 60)
+    noise = rng.normal(0, 0.05, 60)
+    better = claims.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
+    assert better["n"] == 60
+    assert better["ci_low"] < better["mean_diff"] < better["ci_high"]
+    assert better["mean_diff"] == pytest.approx(0.3 + noise.mean())
+    assert claims.ranking_verdict(better) == claims.HOLDS
+    worse = claims.paired_bootstrap(_utts(base), _utts(base + 0.3 + noise), n_boot=500)
+    assert claims.ranking_verdict(worse) == claims.FAILS
+    # Zero-mean paired differences: the interval straddles 0.
+    same = claims.paired_bootstrap(_utts(base + noise - noise.mean()), _utts(base), n_boot=500)
+    assert same["ci_low"] < 0 < same["ci_high"]
+    assert claims.ranking_verdict(same) == claims.NOT_SIGNIFICANT
+    # Deterministic for a seed; only utterances scored by both systems are paired.
+    again = claims.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
+    assert again == better
+    partial = claims.paired_bootstrap(_utts(base[:10]), _utts(base), n_boot=50)
+    assert partial["n"] == 10 and partial["mean_diff"] == 0.0
+    assert claims.ranking_verdict(claims.paired_bootstrap({}, {})) == claims.NOT_MEASURED
+
+
+def _results(params, demo=True, pesq=None, fits=None, decoders=None):
+    systems = list(params)
+    by = {}
+    for s in systems:
+        row = {"params": params[s]}
+        if decoders and s in decoders:
+            row["per_component_params"] = {"encoder": 1000, "decoder": decoders[s]}
+        if fits is not None:
+            row.update(
+                fits_plan_shape=fits[s],
+                peak_bytes=(1 if fits[s] else 40) * 2**30,
+                peak_source="measured",
+                memory_budget="24GiB",
+                ladder_events=[] if fits[s] else [{"rung": "batch_size"}],
+            )
+        if pesq and s in pesq:
+            row["metrics"] = {"pesq": {"mean": pesq[s], "std": 0.1, "n": 5}}
+        by[s] = row
+    return {
+        "systems": systems,
+        "by_system": by,
+        "is_demo_data": demo,
+        "plan_shape": {"batch_size": 6, "segment_s": 2.0},
+    }
+
+
+def _find(rows, text):
+    hit = [r for r in rows if text in r["claim"]]
+    assert len(hit) == 1, (text, [r["claim"] for r in rows])
+    return hit[0]
+
+
+def test_parameter_memory_and_decoder_claims():
+    # bsrnn within 5% of its 2.4M claim; abl2 far below 3.7M; abl3 not the smallest.
+    params = {"bsrnn": 2_330_000, "abl2": 1_700_000, "abl3": 1_200_000, "abl1": 1_100_000}
+    res = _results(
+        params,
+        fits={"bsrnn": True, "abl2": True, "abl3": True, "abl1": False},
+        decoders={"abl2": 1_000_000, "abl3": 520_000},
+    )
+    rows = claims.check(res, {})
+    assert _find(rows, "bsrnn has ~2.4M")["verdict"] == claims.HOLDS
+    assert _find(rows, "abl2 has ~3.7M")["verdict"] == claims.FAILS
+    assert _find(rows, "fewest parameters")["verdict"] == claims.FAILS  # abl1 is smaller
+    assert "abl1" in _find(rows, "fewest parameters")["measured"]
+    assert _find(rows, "< BSRNN")["verdict"] == claims.HOLDS
+    assert _find(rows, "abl1 fits in memory")["verdict"] == claims.FAILS
+    assert _find(rows, "abl3 fits in memory")["verdict"] == claims.HOLDS
+    # 1 - 520k/1M = 48%: within 5 points of the claimed 46%; absolute sizes are far off.
+    saving = _find(rows, "Adaptive decoder")
+    assert saving["verdict"] == claims.HOLDS and "48.0%" in saving["measured"]
+    assert _find(rows, "Decoders: adaptive 1.85M")["verdict"] == claims.FAILS
+    res["by_system"]["abl3"]["params"] = 1_000_000
+    assert _find(claims.check(res, {}), "fewest parameters")["verdict"] == claims.HOLDS
+
+
+def test_missing_measurements_are_not_measured_never_guessed():
+    res = _results({"abl1": None, "abl2": None, "abl3": None})
+    rows = claims.check(res, {})
+    assert {r["verdict"] for r in rows} == {claims.NOT_MEASURED}
+    assert all(r["measured"] == "-" for r in rows)
+
+
+def test_pesq_ranges_depend_on_the_data_and_rankings_use_the_bootstrap():
+    systems = ["abl1", "abl2", "abl3"]
+    params = dict.fromkeys(systems, 2_000_000)
+    pesq = {"abl1": 2.95, "abl2": 3.3, "abl3": 3.05}
+    rng = np.random.default_rng(0)
+    base = rng.uniform(2.0, 3.0, 40)
+    per_utt = {
+        "abl1": _utts(base),
+        "abl2": _utts(base + 0.4 + rng.normal(0, 0.02, 40)),
+        "abl3": _utts(base + 0.4 + rng.normal(0, 0.02, 40)),
+    }
+    # report.collect's shape: {system: [one {utterance: {metric: value}} per seed]}
+    utts = {s: [{n: {"pesq": v} for n, v in u.items()}] for s, u in per_utt.items()}
+    demo = claims.check(_results(params, demo=True, pesq=pesq), utts, n_boot=300)
+    assert _find(demo, "abl1 PESQ")["verdict"] == claims.NOT_MEASURABLE
+    vb = claims.check(_results(params, demo=False, pesq=pesq), utts, n_boot=300)
+    lo, hi = CLAIMS["abl2"]["pesq"]
+    assert not lo <= pesq["abl2"] <= hi
+    assert _find(vb, "abl2 PESQ")["verdict"] == claims.FAILS
+    assert _find(vb, "abl1 PESQ")["verdict"] == claims.HOLDS
+    assert _find(vb, "Ranking: abl2 ≥ abl1 (PESQ)")["verdict"] == claims.HOLDS
+    assert _find(vb, "Ranking: abl3 ≥ abl2 (PESQ)")["verdict"] == claims.NOT_SIGNIFICANT
+    chain = _find(vb, "abl3 ≥ abl2 ≥ abl1")
+    assert chain["verdict"] == claims.NOT_SIGNIFICANT
+    assert "95% CI" in _find(vb, "Ranking: abl2 ≥ abl1 (PESQ)")["measured"]
