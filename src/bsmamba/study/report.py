@@ -341,7 +341,8 @@ def table_rows(doc: dict) -> list[list[str]]:
                 system,
                 *(fmt_metric(r.get("metrics"), k) for k in schema.METRIC_KEYS),
                 fmt_params(r.get("params")),
-                fmt_bytes(r.get("peak_bytes")),
+                fmt_bytes(r.get("peak_bytes"))
+                + (" (pred.)" if r.get("peak_source") == "predicted" else ""),
                 fmt_seconds(r.get("step_time_s")),
                 fmt_rtf(r.get("rtf")),
             ]
@@ -361,8 +362,8 @@ def shapes_note(doc: dict) -> str:
     }.get(doc["std_over"], "std over seeds or utterances (mixed)")
     return (
         f"Metrics: mean ± {std}; {doc['n_test_utterances']} test utterances. "
-        f"Params and peak memory (live tensor bytes of one training step; measured, or predicted "
-        f"where marked) at the plan's shape: batch {p['batch_size']} x {p['segment_s']:g} s. "
+        f"Params and peak memory (live tensor bytes of one training step; measured, or "
+        f"predicted where marked pred.) at the plan's shape: batch {p['batch_size']} x {p['segment_s']:g} s. "
         f"Training and step time at batch {t['batch_size']} x {t['segment_s']:g} s{limit}. "
         "RTF: enhancement wall time / audio duration, CPU."
     )

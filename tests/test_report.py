@@ -1,0 +1,203 @@
+"""The study report on a hand-built study folder: aggregation, table, CSV, per-SNR, CLI.
+
+The folder is written in the runner's file formats with known per-utterance scores, so every
+aggregate the report prints can be recomputed here from the same inputs (two seeds, so the
+"mean over utterances per seed, then across seeds" convention is exercised).
+"""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bsmamba import schema
+from bsmamba.study import report
+
+FS = 16000
+NAMES = [f"spk_{i:03d}.wav" for i in range(6)]
+SNRS = [2.5, 7.5, 12.5, 17.5, 2.5, 7.5]
+
+
+def _write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _write_scores(path, scores):  # scores: {name: {metric: value}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", *schema.METRIC_KEYS])
+        w.writeheader()
+        for name, row in scores.items():
+            w.writerow({"file": name, **row})
+
+
+def _scores(rng, offset):
+    return {n: {k: float(rng.uniform(1, 3) + offset) for k in schema.METRIC_KEYS} for n in NAMES}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    data = root / "data"
+    rng = np.random.default_rng(0)
+    clean_dir, noisy_dir = data / "clean_testset_wav", data / "noisy_testset_wav"
+    for d in (clean_dir, noisy_dir):
+        d.mkdir(parents=True)
+    files = []
+    for n, snr in zip(NAMES, SNRS, strict=True):
+        clean = (0.1 * np.sin(np.arange(FS // 2) * 0.05)).astype("float32")
+        sf.write(clean_dir / n, clean, FS)
+        sf.write(noisy_dir / n, clean + rng.normal(0, 0.01, clean.size).astype("float32"), FS)
+        files.append({"dir": "noisy_testset_wav", "file": n, "snr_db": snr})
+    _write_json(data / "manifest.json", {"files": files})
+    sdir = root / "studies" / "t"
+    systems, seeds = ["bsrnn", "abl3"], [0, 1]
+    _write_json(
+        sdir / "study.json",
+        {
+            "recipe": "t",
+            "systems": systems,
+            "seeds": seeds,
+            "data_root": str(data),
+            "data": "demo",
+            "clean_dir": str(clean_dir),
+            "noisy_dir": str(noisy_dir),
+            "plan_shape": {"batch_size": 6, "segment_s": 2.0},
+            "train_shape": {"batch_size": 4, "segment_s": 1.0},
+            "train_budget_s": 80.0,
+            "train_max_steps": -1,
+            "config": {"study": {"examples": 1, "bootstrap": 100}},
+        },
+    )
+    # Measured input SNR deliberately off the nominal one: the manifest's level must win.
+    _write_json(
+        sdir / "test_snr.json", {"by_file": {n: s + 0.4 for n, s in zip(NAMES, SNRS, strict=True)}}
+    )
+    truth = {"noisy": [_scores(rng, 0.0)]}
+    _write_scores(sdir / "noisy" / "eval" / "scores.csv", truth["noisy"][0])
+    _write_json(
+        sdir / "noisy" / "evaluation.json",
+        {"status": "done", "per_utterance_csv": "eval/scores.csv"},
+    )
+    for i, s in enumerate(systems):
+        _write_json(
+            sdir / s / "params.json",
+            {"status": "done", "params": {"total": 2_000_000 + i, "decoder": 900_000 - i}},
+        )
+        _write_json(
+            sdir / s / "memory.json",
+            {
+                "status": "done",
+                "budget": "24GiB",
+                "plan": {
+                    "measured_peak_bytes": (2 + i) * 2**30,
+                    "predicted_peak_bytes": 2**31,
+                    "verdict": "fits",
+                },
+            },
+        )
+        truth[s] = []
+        for seed in seeds:
+            rdir = sdir / s / f"s{seed}"
+            _write_json(
+                rdir / "stages" / "train.json",
+                {"status": "done", "results": {"step_time_s": 0.5 + seed + i}},
+            )
+            _write_json(
+                rdir / "stages" / "enhance.json", {"status": "done", "rtf": 0.1 * (1 + seed)}
+            )
+            sc = _scores(rng, 0.5 + i)
+            truth[s].append(sc)
+            _write_scores(rdir / "eval" / "scores.csv", sc)
+            _write_json(
+                rdir / "stages" / "evaluate.json",
+                {"status": "done", "per_utterance_csv": "eval/scores.csv"},
+            )
+            (rdir / "enhanced").mkdir()
+            for n in NAMES[:2]:
+                sf.write(rdir / "enhanced" / n, np.zeros(FS // 2, "float32"), FS)
+    doc = report.build(sdir)
+    return sdir, doc, truth
+
+
+def test_means_are_over_utterances_per_seed_then_across_seeds(study):
+    sdir, doc, truth = study
+    assert doc["kind"] == "study_results" and doc["std_over"] == "seeds"
+    for s in ("bsrnn", "abl3"):
+        for k in schema.METRIC_KEYS:
+            per_seed = [np.mean([u[n][k] for n in NAMES]) for u in truth[s]]
+            cell = doc["by_system"][s]["metrics"][k]
+            assert cell["mean"] == pytest.approx(np.mean(per_seed))
+            assert cell["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    noisy = doc["noisy"]["metrics"]["pesq"]  # one "seed": std across utterances
+    vals = [truth["noisy"][0][n]["pesq"] for n in NAMES]
+    assert noisy["mean"] == pytest.approx(np.mean(vals))
+    assert noisy["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert doc["by_system"]["abl3"]["step_time_s"] == pytest.approx(np.mean([1.5, 2.5]))
+    assert doc["by_system"]["bsrnn"]["rtf"] == pytest.approx(0.15)
+    assert doc["by_system"]["abl3"]["peak_bytes"] == 3 * 2**30
+    assert doc["by_system"]["abl3"]["peak_source"] == "measured"
+
+
+def test_per_snr_groups_use_the_nominal_levels(study):
+    _, doc, truth = study
+    groups = doc["by_system"]["bsrnn"]["by_snr"]
+    assert list(groups) == ["2.5 dB", "7.5 dB", "12.5 dB", "17.5 dB"]
+    names = [n for n, s in zip(NAMES, SNRS, strict=True) if s == 2.5]
+    expect = np.mean([u[n]["pesq"] for u in truth["bsrnn"] for n in names])
+    assert groups["2.5 dB"]["pesq"] == pytest.approx(expect)
+    assert groups["2.5 dB"]["n_utterances"] == 2
+    assert doc["snr_grouping"].startswith("nominal")
+
+
+def test_report_files_table_order_and_csv(study):
+    sdir, doc, _ = study
+    md = (sdir / "report.md").read_text()
+    head = "| System | PESQ | CSIG | CBAK | COVL | SSNR | STOI | SI-SDR | Params |"
+    assert head in md
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    rows = [ln.split(" | ")[0].strip("| ") for ln in lines[1:4]]
+    assert rows == ["Noisy input", "bsrnn", "abl3"]  # noisy row first, then the study's order
+    cell = report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq")
+    assert cell in md and " ± " in cell
+    assert "batch 6 x 2 s" in md and "batch 4 x 1 s" in md  # both shapes are stated
+    assert "Demo-set PESQ is not VB-DMD PESQ" in md
+    assert "Claims against measurements" in md
+    rows = list(csv.DictReader((sdir / "results.csv").open()))
+    assert [r["system"] for r in rows] == ["noisy", "bsrnn", "abl3"]
+    assert float(rows[2]["pesq"]) == pytest.approx(
+        doc["by_system"]["abl3"]["metrics"]["pesq"]["mean"]
+    )
+    assert (
+        json.loads((sdir / "results.json").read_text())["schema_version"] == schema.SCHEMA_VERSION
+    )
+    for p in doc["plots"]:
+        assert (sdir / p).stat().st_size > 1000
+    assert {"plots/pesq_vs_params.png", "plots/pesq_vs_peak_memory.png"} <= set(doc["plots"])
+    assert {e["system"] for e in doc["examples"]} == {"bsrnn", "abl3"}
+    assert all((sdir / e["png"]).exists() and (sdir / e["wav"]).exists() for e in doc["examples"])
+
+
+def test_report_command(study, tmp_path):
+    sdir, doc, _ = study
+    out = subprocess.run(
+        [sys.executable, "-m", "bsmamba.cli", "report", str(sdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Noisy input" in out.stdout
+    assert report.fmt_params(doc["by_system"]["bsrnn"]["params"]) in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "bsmamba.cli", "report", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "study.json" in bad.stderr
