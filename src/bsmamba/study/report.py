@@ -362,8 +362,9 @@ def shapes_note(doc: dict) -> str:
     }.get(doc["std_over"], "std over seeds or utterances (mixed)")
     return (
         f"Metrics: mean ± {std}; {doc['n_test_utterances']} test utterances. "
-        f"Params and peak memory (live tensor bytes of one training step; measured, or "
-        f"predicted where marked pred.) at the plan's shape: batch {p['batch_size']} x {p['segment_s']:g} s. "
+        "Params and peak memory (live tensor bytes of one training step; measured, or "
+        "predicted where marked pred.) at the plan's shape: "
+        f"batch {p['batch_size']} x {p['segment_s']:g} s. "
         f"Training and step time at batch {t['batch_size']} x {t['segment_s']:g} s{limit}. "
         "RTF: enhancement wall time / audio duration, CPU."
     )
