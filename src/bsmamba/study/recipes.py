@@ -26,6 +26,11 @@ RECIPES: dict[str, dict[str, Any]] = {
             "train.epochs": 10000,  # the time budget ends training, not the epoch count
             "train.max_time_s": 85.0,
             "train.threads": 2,
+            "train.limit_train_batches": 25,  # short "epochs": a validation point every 25 steps
+            "train.limit_val_batches": 4,
+            "train.val_pesq_subset": 8,
+            "train.keep_best": 1,
+            "train.progress": False,
             "study.seeds": 1,
             "study.plan_measure": True,
             "study.test_limit": 0,
@@ -43,6 +48,10 @@ RECIPES: dict[str, dict[str, Any]] = {
             "train.max_steps": 2,
             "train.max_time_s": 0.0,
             "train.threads": 1,
+            "train.limit_val_batches": 1,
+            "train.val_pesq_subset": 1,
+            "train.keep_best": 1,
+            "train.progress": False,
             "study.seeds": 1,
             "study.plan_measure": False,
             "study.test_limit": 2,

@@ -156,8 +156,11 @@ def _memory_stage(cfg: DictConfig) -> dict:
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
     if not _fits(res):
-        from bsmamba.memory import ladder
-
+        try:
+            from bsmamba.memory import ladder
+        except ModuleNotFoundError:
+            out["ladder_error"] = "bsmamba.memory.ladder is not installed in this build"
+            return out
         at_plan = copy.deepcopy(cfg)
         at_plan.train.batch_size, at_plan.data.segment_s = b, seg
         fitted, events = ladder.fit(at_plan)
