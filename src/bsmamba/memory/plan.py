@@ -17,8 +17,11 @@ bytes: parameters + gradients + optimizer state + activations + the batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import re
+import sys
 import time
 from functools import cache
 from typing import Any
@@ -172,11 +175,7 @@ def measure(
 
 def _cpu_peak_rise(fn) -> int:
     """Highest rise of allocated CPU bytes above the start while ``fn()`` runs."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events = _memory_events(fn)[1]
     events.sort(key=lambda e: e.start_ns())  # stable: same-time events keep their order
     live = peak = 0
     for e in events:
@@ -230,9 +229,17 @@ def predict(
     for h in hooks:
         h.remove()
 
+    # The LSTM correction joins the activations of the LSTM that needs it.
+    names = {m: n for n, m in model.named_modules()}
+    holders = dict(tracker.by_owner(top=None))
+    correction = 0
+    for m, rows, frames in lstm_calls:
+        extra = int(_lstm_bytes_per_row_frame(_lstm_key(m)) * rows * frames)
+        holders[names[m]] = holders.get(names[m], 0) + extra
+        correction += extra
     breakdown = {f"{k}_bytes": v for k, v in tracker.breakdown().items()}
-    correction = sum(_lstm_bytes_per_row_frame(_lstm_key(m)) * r * f for m, r, f in lstm_calls)
     breakdown["activations_bytes"] += correction
+    top_layers = sorted(holders.items(), key=lambda kv: -kv[1])[:top]
     traced = tracker.peak_bytes + correction
     assumptions: list[str] = []
     if correction:
@@ -249,7 +256,7 @@ def predict(
         "traced_bytes": int(tracker.peak_bytes),
         "lstm_correction_bytes": int(correction),
         "breakdown": breakdown,
-        "top_layers": [{"layer": n, "bytes": b} for n, b in tracker.by_owner(top)],
+        "top_layers": [{"layer": n, "bytes": b} for n, b in top_layers],
         "trace_time_s": trace_s,
         "assumptions": assumptions,
         "estimate": device == "cuda" and not torch.cuda.is_available(),
@@ -317,13 +324,37 @@ def _lstm_bytes_per_row_frame(key: tuple) -> float:
 
 def _cpu_held(fn) -> int:
     """Bytes allocated and still alive (net) after ``fn()``, while its result is kept."""
+    out, events = _memory_events(fn)
+    del out
+    return sum(e.nbytes() for e in events)
+
+
+def _memory_events(fn) -> tuple[Any, list]:
+    """Run ``fn()`` under the CPU profiler; its result and the allocator's ``[memory]`` events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # kineto prints two "USDT ... profiler_start/stop" lines to fd 2
+        prof.start()
+    try:
         out = fn()
-    net = sum(e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    del out
-    return net
+    finally:
+        with _quiet_stderr():
+            prof.stop()
+    return out, [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_device(device: str) -> str:

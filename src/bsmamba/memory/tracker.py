@@ -140,8 +140,8 @@ class LiveBytes(TorchDispatchMode):
             out[r.category] += r.nbytes
         return out
 
-    def by_owner(self, top: int = 8, category: str = "activations") -> list[tuple[str, int]]:
-        """The ``top`` modules by bytes of ``category`` alive at the peak, largest first."""
+    def by_owner(self, top: int | None = 8, category: str = "activations") -> list[tuple[str, int]]:
+        """The ``top`` (None: all) modules by bytes of ``category`` alive at the peak."""
         acc: dict[str, int] = defaultdict(int)
         for r in self._at_peak():
             if r.category == category:
