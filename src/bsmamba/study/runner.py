@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -431,7 +432,9 @@ def main(args: argparse.Namespace) -> int:
         for seed, st in by_seed.items()
         if st["evaluate"] != DONE
     ]
-    return 1 if bad and len(bad) == sum(len(v) for v in out["runs"].values()) else 0
+    if bad:  # the report is written all the same; the exit status tells scripts
+        print(f"[study] not finished: {', '.join(bad)} (see report.md)", file=sys.stderr)
+    return 1 if bad else 0
 
 
 __all__ = ["STAGES", "run_study", "study_config", "run_config", "study_dir"]

@@ -1,0 +1,176 @@
+"""End to end: the `smoke` study through the real CLI (real training, enhancement and scoring).
+
+Checks that every number in the report's tables is recomputed from the run files, that the
+scores are the real scores of the enhanced files, that a rerun recomputes nothing, and that a
+failed system is reported while the others finish.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bsmamba import schema
+from bsmamba.study import report
+
+SYSTEMS = ["bsrnn", "abl3"]  # the smoke recipe covers all five; two keep the test short
+
+
+def _study(*args, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "bsmamba.cli", "study", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "study"
+    args = ["--recipe", "smoke", "--systems", ",".join(SYSTEMS), "--out", str(out)]
+    first = _study(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return out, args, first
+
+
+def _rec(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _table(md: str, title: str) -> list[list[str]]:
+    """Rows (cells) of the first markdown table after the heading ``title``."""
+    block = md.split(title, 1)[1]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    end = next((i for i, ln in enumerate(block.splitlines()) if ln.startswith("## ")), None)
+    if end is not None:
+        lines = [ln for ln in block.splitlines()[:end] if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def _utterances(run: Path) -> dict:
+    ev = _rec(run / "stages" / "evaluate.json")
+    assert ev["status"] == "done"
+    return report.read_utterances(run / ev["per_utterance_csv"])
+
+
+def _cell(values: np.ndarray, digits: int) -> str:
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def test_every_stage_of_every_system_ran(smoke):
+    out, _, first = smoke
+    for s in SYSTEMS:
+        assert _rec(out / s / "params.json")["status"] == "done"
+        assert _rec(out / s / "memory.json")["status"] == "done"
+        for stage in ("train", "enhance", "evaluate"):
+            assert _rec(out / s / "s0" / "stages" / f"{stage}.json")["status"] == "done", stage
+        assert (out / s / "s0" / "results.json").exists()  # the training run dir itself
+    assert "Noisy input" in first.stdout and "report:" in first.stdout
+    doc = _rec(out / "results.json")
+    assert doc["kind"] == "study_results" and doc["systems"] == SYSTEMS
+    assert {"plots/pesq_vs_params.png", "plots/pesq_vs_peak_memory.png"} <= set(doc["plots"])
+
+
+def test_every_number_in_the_report_comes_from_a_run(smoke):
+    out, _, _ = smoke
+    md = (out / "report.md").read_text()
+    rows = {r[0]: r[1:] for r in _table(md, "## Results")}
+    assert list(rows) == ["Noisy input", *SYSTEMS]
+    digits = [2, 2, 2, 2, 2, 3, 2]
+    noisy = report.read_utterances(
+        out / "noisy" / _rec(out / "noisy" / "evaluation.json")["per_utterance_csv"]
+    )
+    for name, utts in [("Noisy input", noisy)] + [
+        (s, _utterances(out / s / "s0")) for s in SYSTEMS
+    ]:
+        for i, (k, d) in enumerate(zip(schema.METRIC_KEYS, digits, strict=True)):
+            vals = np.array([u[k] for u in utts.values()], float)
+            assert rows[name][i] == _cell(vals[np.isfinite(vals)], d), (name, k)
+    for s in SYSTEMS:
+        params = _rec(out / s / "params.json")["params"]["total"]
+        trained = _rec(out / s / "s0" / "results.json")
+        assert params == trained["params"]  # two independent counts agree
+        plan = _rec(out / s / "memory.json")["plan"]
+        peak = plan["measured_peak_bytes"] or plan["predicted_peak_bytes"]
+        pred = "" if plan["measured_peak_bytes"] else " (pred.)"
+        enh = _rec(out / s / "s0" / "stages" / "enhance.json")
+        assert rows[s][7:] == [
+            f"{params / 1e6:.2f}M",
+            f"{peak / 2**30:.2f} GiB{pred}",
+            f"{trained['step_time_s']:.2f} s",
+            f"{enh['rtf']:.3f}",
+        ]
+    # Per-SNR rows: means of the utterances of that mixing SNR (demo manifest).
+    manifest = _rec(Path(_rec(out / "study.json")["data_root"]) / "manifest.json")
+    nominal = {e["file"]: e["snr_db"] for e in manifest["files"] if e["dir"] == "noisy_testset_wav"}
+    utts = _utterances(out / "abl3" / "s0")
+    for label, system, *cells, n in _table(md, "## Per-SNR breakdown"):
+        if system != "abl3":
+            continue
+        names = [f for f in utts if f"{nominal[f]:g} dB" == label]
+        assert int(n) == len(names)
+        assert cells[0] == f"{np.mean([utts[f]['pesq'] for f in names]):.2f}"
+
+
+def test_scores_are_the_real_scores_of_the_enhanced_files(smoke):
+    from bsmamba import metrics
+    from bsmamba.data import audio
+
+    out, _, _ = smoke
+    meta = _rec(out / "study.json")
+    run = out / "abl3" / "s0"
+    name, row = sorted(_utterances(run).items())[0]
+    ref = audio.read(Path(meta["clean_dir"]) / name)
+    deg = audio.read(run / "enhanced" / name)
+    again = metrics.score(ref, deg, 16000)
+    for k in ("pesq", "stoi", "si_sdr"):
+        assert row[k] == pytest.approx(again[k], abs=1e-4), k
+
+
+def test_rerun_recomputes_nothing_and_resumes_a_lost_evaluation(smoke):
+    out, args, _ = smoke
+    kept = [p for p in out.rglob("*") if p.is_file() and not _is_report_output(out, p)]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    second = _study(*args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert re.findall(r"\b(done|failed)$", second.stdout, re.M) == []
+    assert "reused" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == before
+    # An evaluation whose record is lost is redone; nothing else is.
+    (out / "bsrnn" / "s0" / "stages" / "evaluate.json").unlink()
+    third = _study(*args)
+    assert third.returncode == 0
+    redone = re.findall(r"^\[study\] (\S+)\s+(\S+)\s+done$", third.stdout, re.M)
+    assert redone == [("bsrnn/s0", "evaluate")]
+
+
+def _is_report_output(out: Path, p: Path) -> bool:
+    rel = p.relative_to(out).parts
+    return rel[0] in ("report.md", "results.csv", "results.json", "plots", "audio", "study.json")
+
+
+def test_a_failed_system_is_reported_and_the_others_finish(smoke):
+    out, args, _ = smoke
+    run = out / "abl3" / "s0"
+    # A run killed mid-training left a corrupt last checkpoint: resuming it must fail loudly.
+    shutil.rmtree(run / "stages")
+    (run / "results.json").unlink()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    res = _study(*args)
+    assert res.returncode == 1
+    assert _rec(run / "stages" / "train.json")["status"] == "failed"
+    assert _rec(run / "stages" / "evaluate.json")["status"] == "skipped"
+    assert _rec(out / "bsrnn" / "s0" / "stages" / "evaluate.json")["status"] == "done"
+    md = (out / "report.md").read_text()
+    assert "Stages that did not finish" in md and "`abl3` s0/train" in md
+    rows = {r[0]: r[1:] for r in _table(md, "## Results")}
+    assert rows["abl3"][0] == "-" and rows["bsrnn"][0] != "-"
