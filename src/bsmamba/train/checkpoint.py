@@ -1,0 +1,143 @@
+"""Checkpoints: atomic writes, plain-data contents, ``torch.load(weights_only=True)`` everywhere.
+
+A training checkpoint is Lightning's dict (weights, optimizers, schedulers, loop progress,
+callback state) plus a ``"bsmamba"`` entry::
+
+    {"format_version": 1, "model_config": {...BandSplitEnhancer kwargs...},
+     "rng": {...RNG states as tensors/ints...}, "train": {...counters...}}
+
+so that a checkpoint alone rebuilds its model (``bsmamba.load``) and holds no pickled objects.
+Writes go to a temp file beside the target, are fsynced, then renamed over it: a process killed at
+any moment leaves the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from bsmamba import files
+
+FORMAT_VERSION = 1
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO with tmp + fsync + rename writes and ``weights_only`` loads."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        files.atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load(path, map_location=map_location or "cpu")
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``; raises ``FileNotFoundError``/``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    meta = ckpt.get("bsmamba") if isinstance(ckpt, dict) else None
+    if meta is None:
+        raise ValueError(f"{path} is not a bsmamba checkpoint (no 'bsmamba' entry)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {meta['format_version']}, newer than this bsmamba "
+            f"reads ({FORMAT_VERSION}); upgrade bsmamba"
+        )
+    return ckpt
+
+
+def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The enhancer's weights from a training checkpoint (module prefix ``model.`` removed)."""
+    state = ckpt["state_dict"]
+    return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+
+
+def save_model(path: str | Path, model: torch.nn.Module) -> Path:
+    """A weights-only checkpoint of an enhancer (no optimizer), loadable by ``bsmamba.load``."""
+    ckpt = {
+        "bsmamba": {"format_version": FORMAT_VERSION, "model_config": dict(model.config)},
+        "state_dict": {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    return files.atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def resolve(ckpt_or_run_dir: str | Path) -> Path:
+    """A ``.ckpt`` file as is; a run directory -> its best checkpoint by validation PESQ.
+
+    Best = highest ``pesq`` in ``checkpoints/best-*.ckpt`` names; ``last.ckpt`` if there is none.
+    """
+    p = Path(ckpt_or_run_dir)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"checkpoint or run directory {p} does not exist")
+    ckdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    best = sorted(ckdir.glob("best-*.ckpt"), key=_pesq_of_name, reverse=True)
+    if best:
+        return best[0]
+    if (ckdir / LAST).is_file():
+        return ckdir / LAST
+    raise FileNotFoundError(
+        f"{p} holds no checkpoint (looked for {ckdir}/best-*.ckpt and {ckdir / LAST}); "
+        "train one with `bsmamba train`"
+    )
+
+
+def _pesq_of_name(path: Path) -> float:
+    m = re.search(r"pesq=(-?[0-9.]+?)(?:\.ckpt)?$", path.name)
+    return float(m.group(1)) if m else float("-inf")
+
+
+def clean_stale_temps(ckdir: str | Path) -> int:
+    """Remove temp files a killed writer left behind; returns how many."""
+    stale = list(Path(ckdir).glob(".*.tmp")) if Path(ckdir).is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return len(stale)
+
+
+# ---- RNG states as plain tensors / ints (weights_only-safe) -------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and ints."""
+    version, py_state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_version": int(version),
+        "python_gauss": gauss,  # None or float
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_cached": float(cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = tuple(int(v) for v in state["python"].tolist())
+    random.setstate((state["python_version"], py, state["python_gauss"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        ("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_cached"])
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

@@ -1,0 +1,416 @@
+"""The LightningModule: one enhancer (and optionally a MetricGAN discriminator) and its recipe.
+
+Manual optimisation, because three things need a say between backward and the optimizer step:
+a non-finite loss or gradient norm skips the step on every rank at once (and is counted), the
+discriminator gets its own step without advancing ``global_step``, and gradient clipping reports
+the norm it clipped. ``global_step`` therefore counts generator steps, i.e. real updates.
+
+Resume is exact: the checkpoint carries the RNG states and how far into the epoch the data order
+had got, and :class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` alone, so a
+resumed run sees the remaining batches of the interrupted epoch in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bsmamba.train import checkpoint as ckpt_io
+from bsmamba.train import losses
+
+SCHEDULERS = ("none", "step", "cosine")
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after more than ``train.max_nonfinite`` skipped steps."""
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one rank: a permutation drawn from ``(seed, epoch)``, resumable mid-epoch.
+
+    Each epoch's order depends on the seed and epoch number only (not on the global RNG), the
+    tail that does not divide evenly across ranks is dropped so that every rank runs the same
+    number of batches, and ``resume_at(epoch, samples)`` skips what a checkpoint already saw.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        keyed: bool = False,
+    ):
+        self.n, self.shuffle, self.seed, self.keyed = n, shuffle, seed, keyed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        self._skip = (epoch, samples)
+
+    def __len__(self) -> int:
+        return self.n // self.world_size
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        order = order[: len(self) * self.world_size][self.rank :: self.world_size]
+        if self.keyed:  # keys for SeededItems: epoch * n + index
+            order = order + self.epoch * self.n
+        order = order.tolist()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order = order[self._skip[1] :]
+            self._skip = None
+        return iter(order)
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset whose items draw from torch's global RNG (random crops) so that item
+    ``key = epoch * n + i`` is item ``i`` drawn under a seed fixed by ``(seed, epoch, i)``.
+
+    The data of a step then depends on nothing but the seed and the position in training: the
+    same with or without workers, and the same after a resume (Lightning prefetches a batch
+    ahead, so a saved global RNG state would already have moved past the next batch).
+    """
+
+    def __init__(self, base: Dataset, seed: int = 0):
+        self.base, self.seed = base, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: int):
+        epoch, i = divmod(int(key), len(self.base))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + i)
+            return self.base[i]
+
+
+class EnhancementModule(L.LightningModule):
+    """Trains ``model`` on ``(noisy, clean)`` batches of ``(B, S)`` waveforms.
+
+    cfg: the full config (``train`` section for the recipe, ``data.num_workers``,
+    ``memory.inject_oom_at_step``). ``train_set`` / ``valid_set`` yield ``(noisy, clean)`` float
+    tensors ``(S,)``; they may be None when dataloaders are passed to ``Trainer.fit`` directly.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: DictConfig,
+        train_set: Dataset | None = None,
+        valid_set: Dataset | None = None,
+    ):
+        super().__init__()
+        t = cfg.train
+        if t.scheduler not in SCHEDULERS:
+            raise ValueError(
+                f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}"
+            )
+        self.model = model
+        self.cfg = cfg
+        self.train_set, self.valid_set = train_set, valid_set
+        self.discriminator = losses.Discriminator() if t.metricgan_from_epoch >= 0 else None
+        self.automatic_optimization = False
+        self.nonfinite_steps = 0
+        mem = cfg.get("memory", {})
+        self.inject_oom_at_step = int(mem.get("inject_oom_at_step", -1)) if mem else -1
+        self._resume: dict[str, Any] | None = None  # from on_load_checkpoint, used at train start
+        self._samples_done = 0  # samples this rank consumed in the current epoch
+        self._train_sampler: EpochSampler | None = None
+        self._pesq_budget = 0
+        self.step_time_s_sum, self.step_count = 0.0, 0  # timing of steps after the first
+        self.history: list[dict[str, float]] = []  # one row per validation
+
+    # ---- data ----------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        t = self.cfg.train
+        world = self.trainer.world_size if self._trainer else 1
+        rank = self.trainer.global_rank if self._trainer else 0
+        sampler = EpochSampler(
+            len(ds), shuffle=train, seed=int(t.seed), rank=rank, world_size=world, keyed=train
+        )
+        if train:
+            ds = SeededItems(ds, int(t.seed))
+        if train and len(sampler) < t.batch_size:
+            raise ValueError(
+                f"the training set has {len(ds)} items ({len(sampler)} per process), fewer than "
+                f"train.batch_size={t.batch_size}; lower train.batch_size or add data"
+            )
+        workers = int(self.cfg.data.num_workers) if "data" in self.cfg else 0
+        return DataLoader(
+            ds,
+            batch_size=int(t.batch_size),
+            sampler=sampler,
+            drop_last=train,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self._loader(self.train_set, train=True)
+        self._train_sampler = loader.sampler
+        if self._resume is not None:
+            loader.sampler.resume_at(self._resume["epoch"], self._resume["samples_done"])
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, train=False)
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        t = self.cfg.train
+        opts = [torch.optim.Adam(self.model.parameters(), lr=t.lr)]
+        if self.discriminator is not None:
+            opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=t.disc_lr))
+        scheds = [s for s in (self._scheduler(o) for o in opts) if s is not None]
+        return opts, [{"scheduler": s, "interval": "epoch"} for s in scheds]
+
+    def _scheduler(self, opt):
+        t = self.cfg.train
+        if t.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, t.scheduler_step_epochs, t.scheduler_gamma)
+        if t.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(t.epochs)))
+        return None
+
+    def _optimizers(self) -> list:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    def _gan_on(self) -> bool:
+        d = self.discriminator
+        return d is not None and self.current_epoch >= self.cfg.train.metricgan_from_epoch
+
+    def _all_ranks_finite(self, *values: torch.Tensor) -> bool:
+        bad = torch.tensor(float(not all(bool(torch.isfinite(v).all()) for v in values)))
+        if self.trainer.world_size > 1:  # every rank must skip together or DDP deadlocks
+            bad = self.trainer.strategy.reduce(bad.to(self.device), reduce_op="sum")
+        return float(bad) == 0.0
+
+    def _skip(self, what: str) -> None:
+        self.nonfinite_steps += 1
+        self.log("nonfinite_steps", float(self.nonfinite_steps), on_step=True, prog_bar=True)
+        limit = int(self.cfg.train.max_nonfinite)
+        if self.nonfinite_steps > limit:
+            raise NonFiniteLossError(
+                f"training aborted: {self.nonfinite_steps} steps had a non-finite {what} "
+                f"(limit train.max_nonfinite={limit}), the last at step {self.global_step}. "
+                "Check the data for NaN/Inf, lower train.lr, or use train.precision=32-true."
+            )
+
+    def training_step(self, batch, batch_idx: int):
+        t0 = time.perf_counter()
+        t = self.cfg.train
+        noisy, clean = batch  # (B, S) each
+        self._samples_done += noisy.shape[0]
+        if 0 <= self.inject_oom_at_step == self.global_step:  # tests of the memory ladder
+            self.inject_oom_at_step = -1
+            raise torch.OutOfMemoryError("injected")
+        opts = self._optimizers()
+        out = losses.enhancement_loss(
+            self.model,
+            noisy,
+            clean,
+            t.loss_ri_weight,
+            t.loss_mag_weight,
+            t.loss_wave_weight,
+            t.compress,
+        )
+        loss = out.total
+        gan = self._gan_on()
+        if gan:
+            ref_mag = losses.compressed_mag(out.ref_spec, t.compress)  # (B, F, T)
+            est_mag = losses.compressed_mag(out.est_spec, t.compress)
+            adv = losses.generator_adv_loss(self.discriminator, ref_mag, est_mag)
+            loss = loss + t.metricgan_weight * adv
+            out.parts["loss_adv"] = adv.detach()
+
+        accumulate = max(1, int(t.grad_accumulate))
+        step_now = (batch_idx + 1) % accumulate == 0
+        if not self._all_ranks_finite(loss.detach()):
+            opts[0].zero_grad(set_to_none=True)
+            self._skip("loss")
+            return None
+        self.manual_backward(loss / accumulate)
+        if step_now:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            if not self._all_ranks_finite(norm):
+                opts[0].zero_grad(set_to_none=True)
+                self._skip("gradient norm")
+                return None
+            opts[0].step()
+            opts[0].zero_grad(set_to_none=True)
+            self.log("grad_norm", norm, on_step=True)
+
+        if gan:
+            self.log("loss_disc", self._discriminator_step(opts[1], out, clean), on_step=True)
+
+        self.log("loss", loss.detach(), on_step=True, prog_bar=True)
+        for name, v in out.parts.items():
+            self.log(name, v, on_step=True)
+        if batch_idx > 0:
+            self.step_time_s_sum += time.perf_counter() - t0
+            self.step_count += 1
+        return None
+
+    def _discriminator_step(self, opt, out: losses.LossOutput, clean: torch.Tensor) -> torch.Tensor:
+        """One MetricGAN discriminator update against the real PESQ of the detached estimate."""
+        c = self.cfg.train.compress
+        est = out.est_spec.detach()
+        est_wav = self.model.frontend.istft(est, clean.shape[-1])  # (B, S), normalised domain
+        target = losses.pesq_targets(clean / out.scale, est_wav, self.model.sample_rate)
+        ref_mag = losses.compressed_mag(out.ref_spec.detach(), c)
+        d_loss = losses.discriminator_loss(
+            self.discriminator, ref_mag, losses.compressed_mag(est, c), target
+        )
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        if self._all_ranks_finite(d_loss.detach()):
+            # The raw optimizer: stepping the Lightning wrapper would advance global_step.
+            opt.optimizer.step()
+        opt.zero_grad(set_to_none=True)
+        return d_loss.detach()
+
+    def on_train_epoch_start(self) -> None:
+        r = self._resume
+        resumed_here = r is not None and r["epoch"] == self.current_epoch
+        self._samples_done = r["samples_done"] if resumed_here else 0
+        self._resume = None
+        # Epoch schedulers are brought up to the epoch here rather than stepped at epoch end: a
+        # checkpoint written at epoch end (callbacks run before this module's hooks) then still
+        # resumes with the right learning rate.
+        scheds = self.lr_schedulers()
+        for s in scheds if isinstance(scheds, list) else [scheds] if scheds else []:
+            while s.last_epoch < self.current_epoch:
+                s.step()
+
+    # ---- validation ----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        n = int(self.cfg.train.val_pesq_subset)
+        self._pesq_budget = n if n > 0 else math.inf
+        # pesq sum, count, stoi sum, count, loss sum, count
+        self._val_sums = torch.zeros(6, dtype=torch.float64)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        t = self.cfg.train
+        noisy, clean = batch
+        out = losses.enhancement_loss(
+            self.model,
+            noisy,
+            clean,
+            t.loss_ri_weight,
+            t.loss_mag_weight,
+            t.loss_wave_weight,
+            t.compress,
+        )
+        b = noisy.shape[0]
+        self._val_sums[4:] += torch.tensor([float(out.total) * b, b])
+        k = int(min(b, self._pesq_budget))
+        if k <= 0:
+            return
+        self._pesq_budget -= k
+        est = self.model.frontend.istft(out.est_spec[:k], clean.shape[-1]) * out.scale[:k]
+        pesq, stoi = _scores(clean[:k], est, self.model.sample_rate)
+        self._val_sums[:4] += torch.tensor([sum(pesq), len(pesq), sum(stoi), len(stoi)])
+
+    def on_validation_epoch_end(self) -> None:
+        # Summed by hand so that every rank logs the same keys even when PESQ refused every item.
+        sums = self._val_sums.to(self.device)
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        p_sum, p_n, s_sum, s_n, l_sum, l_n = sums.tolist()
+        row = {
+            "val_loss": l_sum / l_n if l_n else math.nan,
+            "val_pesq": p_sum / p_n if p_n else math.nan,
+            "val_stoi": s_sum / s_n if s_n else math.nan,
+        }
+        for k, v in row.items():
+            self.log(k, v, prog_bar=k != "val_stoi")
+        if not self.trainer.sanity_checking:
+            self.history.append({"epoch": self.current_epoch, "step": self.global_step, **row})
+
+    # ---- checkpoint contents -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bsmamba"] = {
+            "format_version": ckpt_io.FORMAT_VERSION,
+            "model_config": dict(self.model.config),
+            "rng": ckpt_io.rng_state(),
+            "train": {
+                "nonfinite_steps": int(self.nonfinite_steps),
+                "epoch": int(self.current_epoch),
+                "samples_done": int(self._samples_done),
+                "history": [dict(r) for r in self.history],
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("bsmamba", {})
+        st = meta.get("train", {})
+        self.nonfinite_steps = int(st.get("nonfinite_steps", 0))
+        self.history = [dict(r) for r in st.get("history", [])]
+        self._resume = {
+            "epoch": int(st.get("epoch", -1)),
+            "samples_done": int(st.get("samples_done", 0)),
+            "rng": meta.get("rng"),
+        }
+
+    def on_train_start(self) -> None:
+        # After Lightning's own restore and dataloader setup: the RNG continues where it stopped.
+        if self._resume is not None and self._resume.get("rng") is not None:
+            ckpt_io.set_rng_state(self._resume["rng"])
+
+    def step_time_s(self) -> float | None:
+        """Mean wall time of a training step (the first, warm-up step excluded)."""
+        return self.step_time_s_sum / self.step_count if self.step_count else None
+
+
+def _scores(ref: torch.Tensor, est: torch.Tensor, fs: int) -> tuple[list[float], list[float]]:
+    """Real PESQ (WB at 16 kHz) and STOI per item; items PESQ refuses are left out."""
+    pesq_fn, stoi_fn = _metric_fns()
+    ref_np, est_np = ref.detach().float().cpu().numpy(), est.detach().float().cpu().numpy()
+    pesq, stoi = [], []
+    for r, e in zip(ref_np, est_np, strict=True):
+        try:
+            p = float(pesq_fn(r, e, fs))
+            if math.isfinite(p):
+                pesq.append(p)
+        except Exception:  # silence / too short: the metric's own refusal, not a training error
+            pass
+        try:
+            s = float(stoi_fn(r, e, fs))
+            if math.isfinite(s):
+                stoi.append(s)
+        except Exception:
+            pass
+    return pesq, stoi
+
+
+def _metric_fns():
+    try:
+        from bsmamba.metrics import pesq, stoi
+
+        return pesq, stoi
+    except ImportError:  # metrics module not there yet: the same packages directly
+        from pesq import pesq as raw_pesq
+        from pystoi import stoi as raw_stoi
+
+        return (
+            lambda r, e, fs: raw_pesq(fs, r, e, "wb" if fs == 16000 else "nb"),
+            lambda r, e, fs: raw_stoi(r, e, fs, extended=False),
+        )

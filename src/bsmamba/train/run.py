@@ -1,0 +1,416 @@
+"""``bsmamba train`` and ``run(cfg) -> results``: one training run in one run directory.
+
+Run directory (default ``runs/<preset>-<data>-s<seed>/``)::
+
+    config.yaml        the resolved config (after any memory-ladder rung)
+    environment.json   versions, device, threads, git revision
+    logs/tensorboard/  logs/csv/metrics.csv
+    checkpoints/       last.ckpt (every train.ckpt_every_n_steps and each epoch),
+                       best-e<E>-s<S>-pesq=<P>.ckpt (the train.keep_best best by validation PESQ)
+    ladder.json        memory-ladder events and the final config (when the ladder is used)
+    results.json       written when training ends: the run is finished
+
+``run`` on a finished run returns its results; on an unfinished one (a last.ckpt and no
+results.json) it resumes from last.ckpt. Under ``torchrun`` (or with ``train.devices > 1``) the
+same call trains with DDP; ``train.batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from bsmamba import config, files, schema
+from bsmamba.train import checkpoint as ckpt_io
+from bsmamba.train.module import PRECISIONS, EnhancementModule
+
+ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """``train.out`` or ``runs/<preset>-<data>-s<seed>/`` (data = "demo" or the folder name)."""
+    if cfg.train.out:
+        return Path(cfg.train.out)
+    data = "demo" if cfg.data.path == "demo" else Path(cfg.data.path).resolve().name
+    return Path("runs") / f"{cfg.model.preset}-{data}-s{cfg.train.seed}"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume, or just report) the run of ``cfg``; returns the results.json content."""
+    out = run_dir(cfg)
+    done = out / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = _validate(_reconcile(cfg, out))
+    if cfg.train.threads > 0:
+        torch.set_num_threads(int(cfg.train.threads))
+    _quiet(not cfg.train.progress)
+
+    ladder = _ladder_module()
+    events: list[dict] = []
+    if (
+        ladder is not None
+        and cfg.memory.check
+        and not (out / "checkpoints" / ckpt_io.LAST).exists()
+    ):
+        cfg, events = ladder.fit(cfg)
+        _say(cfg, *[f"memory ladder: {e}" for e in events])
+    inject = int(cfg.memory.get("inject_oom_at_step", -1))
+    while True:
+        try:
+            return _fit(cfg, out, events, inject)
+        except Exception as e:
+            if ladder is None or not ladder.is_oom(e):
+                raise
+            stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
+            if stepped is None:
+                raise
+            new_cfg, event = stepped
+            inject = -1  # an injected OOM fires once
+            events.append(event)
+            if config.model_kwargs(new_cfg) != config.model_kwargs(cfg):
+                # A new model shape cannot load the old weights: start again from step 0.
+                old = out / "checkpoints"
+                if old.exists():
+                    shutil.rmtree(old)
+                _say(new_cfg, f"memory ladder: {event}; the model changed, restarting from step 0")
+            else:
+                _say(new_cfg, f"memory ladder: {event}; resuming from the last checkpoint")
+            cfg = new_cfg
+            if _rank() == 0:
+                files.write_json(
+                    out / "ladder.json", {"events": events, "config": config.to_dict(cfg)}
+                )
+
+
+def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int) -> dict:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from bsmamba import data
+    from bsmamba.env import environment
+    from bsmamba.model import BandSplitEnhancer
+
+    t = cfg.train
+    ckdir = out / "checkpoints"
+    if _rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        files.write_text(out / "config.yaml", config.to_yaml(cfg))
+        files.write_json(out / "environment.json", environment())
+        ckpt_io.clean_stale_temps(ckdir)
+    L.seed_everything(int(t.seed), workers=True, verbose=False)
+
+    root = data.resolve(cfg.data.path)
+    kw = dict(segment_s=cfg.data.segment_s, valid_speakers=list(cfg.data.valid_speakers))
+    train_set = data.TrainSet(root, "train", seed=int(t.seed), **kw)
+    valid_set = data.TrainSet(root, "valid", seed=int(t.seed), **kw)
+    model = BandSplitEnhancer(**config.model_kwargs(cfg))
+    module = EnhancementModule(model, cfg, train_set, valid_set)
+    module.inject_oom_at_step = inject_oom_at_step
+
+    callbacks: list = [_LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
+    if t.keep_best > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckdir,
+                filename="best-e{epoch}-s{step}-pesq={val_pesq:.3f}",
+                monitor="val_pesq",
+                mode="max",
+                save_top_k=int(t.keep_best),
+                auto_insert_metric_name=False,
+                save_on_train_epoch_end=False,
+                enable_version_counter=False,
+            )
+        )
+    devices, num_nodes, strategy = _distribution(cfg)
+    trainer = L.Trainer(
+        accelerator=ACCELERATORS[t.device],
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        max_epochs=int(t.epochs),
+        max_steps=int(t.max_steps),
+        max_time={"seconds": float(t.max_time_s)} if t.max_time_s > 0 else None,
+        limit_train_batches=int(t.limit_train_batches) or 1.0,
+        limit_val_batches=int(t.limit_val_batches) or 1.0,
+        check_val_every_n_epoch=int(t.val_every),
+        num_sanity_val_steps=0,
+        log_every_n_steps=int(t.log_every),
+        use_distributed_sampler=False,  # EpochSampler shards (and resumes) by itself
+        callbacks=callbacks,
+        plugins=[ckpt_io.AtomicCheckpointIO()],
+        logger=[
+            TensorBoardLogger(out / "logs", name="tensorboard", version=""),
+            CSVLogger(out / "logs", name="csv", version=""),
+        ],
+        enable_checkpointing=True,
+        enable_progress_bar=bool(t.progress),
+        enable_model_summary=bool(t.progress),
+        default_root_dir=out,
+    )
+    resume = ckdir / ckpt_io.LAST
+    if resume.is_file():
+        _say(cfg, f"resuming from {resume}")
+    t0 = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(resume) if resume.is_file() else None)
+    wall = time.perf_counter() - t0
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training interrupted; rerun the same command to resume")
+
+    results = _results(cfg, out, trainer, module, callbacks, events, wall)
+    if trainer.world_size > 1:
+        results["ddp"] = _rank_digests(trainer, module)
+    if trainer.global_rank == 0:
+        files.write_json(out / "results.json", results)
+        if events:
+            files.write_json(out / "ladder.json", {"events": events, "config": config.to_dict(cfg)})
+        _summary(cfg, out, results)
+    return results
+
+
+class _LastCheckpoint(Callback):
+    """Rewrites ``last.ckpt`` every ``every`` optimizer steps and at each epoch's end.
+
+    Not at ``on_train_end``: a checkpoint written there (after a ``max_steps`` stop mid-epoch)
+    restores as if the epoch had finished, which breaks exact resume.
+    """
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every, self._saved_at = Path(path), every, -1
+
+    def _save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizers, loops ...
+        self._saved_at = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0 and step != self._saved_at:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Also called when max_steps/max_time stop an epoch midway: such a checkpoint would
+        # restore as a finished epoch, so only complete epochs are saved here.
+        ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if ready >= trainer.num_training_batches:
+            self._save(trainer)
+
+
+def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
+    history = module.history
+    best = max(
+        (r for r in history if r["val_pesq"] == r["val_pesq"]),
+        key=lambda r: r["val_pesq"],
+        default=None,
+    )
+    best_ckpt = None
+    for cb in callbacks:
+        if getattr(cb, "monitor", None) == "val_pesq" and cb.best_model_path:
+            best_ckpt = os.path.relpath(cb.best_model_path, out)
+    params = sum(p.numel() for p in module.model.parameters())
+    return schema.document(
+        "train_results",
+        preset=cfg.model.preset,
+        data=cfg.data.path,
+        seed=int(cfg.train.seed),
+        best_val_pesq=best["val_pesq"] if best else None,
+        best_val_stoi=best["val_stoi"] if best else None,
+        best_epoch=best["epoch"] if best else None,
+        best_checkpoint=best_ckpt,
+        last_checkpoint=os.path.relpath(out / "checkpoints" / ckpt_io.LAST, out),
+        steps=int(trainer.global_step),
+        epochs=int(trainer.current_epoch),
+        step_time_s=module.step_time_s(),
+        wall_time_s=wall,
+        params=int(params),
+        batch_size=int(cfg.train.batch_size),
+        world_size=int(trainer.world_size),
+        nonfinite_steps=int(module.nonfinite_steps),
+        validation=history,
+        ladder_events=events,
+        config_path="config.yaml",
+        environment_path="environment.json",
+        model_config=dict(module.model.config),
+    )
+
+
+def _rank_digests(trainer, module) -> dict:
+    """sha256 of every rank's final weights (gathered): equal digests = ranks stayed in sync."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().float().cpu().reshape(-1) for p in module.model.parameters()])
+    digest = hashlib.sha256(flat.numpy().tobytes()).hexdigest()
+    gathered = [None] * trainer.world_size
+    dist.all_gather_object(gathered, digest)
+    return {"weights_sha256": gathered, "in_sync": len(set(gathered)) == 1}
+
+
+def _distribution(cfg: DictConfig) -> tuple[int, int, str]:
+    """(devices, num_nodes, strategy): torchrun's environment wins over train.devices."""
+    t = cfg.train
+    if "LOCAL_WORLD_SIZE" in os.environ and "WORLD_SIZE" in os.environ:
+        local, world = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ["WORLD_SIZE"])
+        devices, nodes = local, max(1, world // local)
+    else:
+        devices, nodes = int(t.devices), int(t.num_nodes)
+    if devices * nodes <= 1:
+        return devices, nodes, "auto"
+    # The discriminator sits idle before metricgan_from_epoch: DDP must tolerate unused params.
+    return (
+        devices,
+        nodes,
+        "ddp_find_unused_parameters_true" if t.metricgan_from_epoch >= 0 else "ddp",
+    )
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+def _validate(cfg: DictConfig) -> DictConfig:
+    t = cfg.train
+    if t.device not in ACCELERATORS:
+        raise ValueError(f"unknown train.device {t.device!r}; valid: {', '.join(ACCELERATORS)}")
+    if t.precision not in PRECISIONS:
+        raise ValueError(f"unknown train.precision {t.precision!r}; valid: {', '.join(PRECISIONS)}")
+    for key in ("batch_size", "epochs", "val_every", "grad_accumulate"):
+        if t[key] < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
+    return cfg
+
+
+def _reconcile(cfg: DictConfig, out: Path) -> DictConfig:
+    """Resuming an unfinished run keeps the model it was trained with.
+
+    If the run dir's saved config has another model section, the ladder (ladder.json) may have
+    changed it (then the saved model and batch win), else the request is an error.
+    """
+    saved_path = out / "config.yaml"
+    if not (out / "checkpoints" / ckpt_io.LAST).is_file() or not saved_path.is_file():
+        return cfg
+    saved = OmegaConf.load(saved_path)
+    want, have = config.model_kwargs(cfg), OmegaConf.to_container(saved.model, resolve=True)
+    if want == have:
+        return cfg
+    if (out / "ladder.json").is_file():
+        cfg = cfg.copy()
+        cfg.model = saved.model
+        cfg.train.batch_size = saved.train.batch_size
+        cfg.train.grad_accumulate = saved.train.grad_accumulate
+        return cfg
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    raise ValueError(
+        f"{out} holds an unfinished run of another model "
+        f"(differs in model.{', model.'.join(diff)}); "
+        f"resume it with `bsmamba train --resume {out}`, or pick another train.out"
+    )
+
+
+def _ladder_module():
+    try:
+        from bsmamba.memory import ladder
+    except ImportError:  # the memory ladder is optional: train without it
+        return None
+    return ladder
+
+
+def _say(cfg: DictConfig, *lines: str) -> None:
+    if cfg.train.progress and _rank() == 0:
+        for line in lines:
+            print(f"bsmamba train: {line}", flush=True)
+
+
+def _quiet(on: bool) -> None:
+    # Lightning's hints that do not apply here (few workers on CPU, small logging interval ...).
+    for msg in (
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*exists and is not empty.*",
+        ".*on_train_epoch_end.*",
+        ".*GPU available but not used.*",
+        ".*treespec, LeafSpec.*",
+        ".*dataloader is not resumable.*",  # EpochSampler resumes mid-epoch by itself
+    ):
+        warnings.filterwarnings("ignore", message=msg)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if on:
+            logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, _DropChatter) for f in logger.filters):
+            logger.addFilter(_DropChatter())
+
+
+class _DropChatter(logging.Filter):
+    """Drops Lightning's advertising and restated defaults; keeps everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("Tip:" in msg or "was configured so 100%" in msg)
+
+
+def _summary(cfg: DictConfig, out: Path, r: dict) -> None:
+    step = f"{r['step_time_s']:.3f} s/step" if r["step_time_s"] else "step time n/a"
+    best = (
+        f"best val PESQ {r['best_val_pesq']:.3f} (STOI {r['best_val_stoi']:.3f}) at epoch "
+        f"{r['best_epoch']}"
+        if r["best_val_pesq"] is not None
+        else "no validation PESQ"
+    )
+    _say(
+        cfg,
+        f"{cfg.model.preset}: {r['steps']} steps, {r['epochs']} epochs in {r['wall_time_s']:.1f} s "
+        f"({step}); {best}; {r['nonfinite_steps']} non-finite steps skipped",
+        f"results: {out / 'results.json'}",
+    )
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_config_arguments(
+        parser, ["preset", "data", "batch_size", "device", "threads", "seed", "budget"]
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint (its config.yaml + overrides)",
+    )
+    parser.add_argument("--json", action="store_true", help="print results.json to stdout")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.resume:
+        rd = Path(args.resume)
+        if not (rd / "config.yaml").is_file():
+            raise FileNotFoundError(f"{rd / 'config.yaml'} not found; is {rd} a bsmamba run dir?")
+        if args.config is None:
+            args.config = str(rd / "config.yaml")
+        args.overrides = list(args.overrides or []) + [f"train.out={rd}"]
+    cfg = config.from_args(args)
+    if args.print_config:
+        print(config.to_yaml(cfg), end="")
+        return 0
+    from bsmamba.train.module import NonFiniteLossError
+
+    try:
+        results = run(cfg)
+    except NonFiniteLossError as e:
+        raise ValueError(str(e)) from None
+    if args.json and _rank() == 0:
+        print(json.dumps(results, indent=2))
+    return 0
