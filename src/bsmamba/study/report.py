@@ -238,7 +238,13 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         "systems": meta["systems"],
         "seeds": meta["seeds"],
         "n_test_utterances": len(snr),
-        "std_over": sorted(std_over)[0] if len(std_over) == 1 else "mixed",
+        "std_over": (
+            sorted(std_over)[0]
+            if len(std_over) == 1
+            else "mixed"
+            if std_over
+            else ("seeds" if len(meta["seeds"]) > 1 else "utterances")
+        ),
         "plan_shape": meta["plan_shape"],
         "train_shape": meta["train_shape"],
         "train_budget_s": meta.get("train_budget_s"),

@@ -134,11 +134,12 @@ class _Skip(Exception):
 
 # ----------------------------------------------------------------------------- stages
 def _params_stage(cfg: DictConfig) -> dict:
-    from bsmamba import build_model, params
+    from bsmamba import build_model
+    from bsmamba.params import count
 
     kw = config.model_kwargs(cfg)
     model = build_model(kw.pop("preset"), **kw)
-    counts = params.count(model)
+    counts = count(model)
     return {"params": counts, "model": config.model_kwargs(cfg)}
 
 
