@@ -93,7 +93,14 @@ def _batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple
 
 
 def _loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """Plain L1 on the real/imag spectrum: same shapes and lifetimes as the training losses."""
+    """The training loss with its default weights (compressed RI + magnitude L1); a plain L1 on
+    the spectrum when the training package is absent (same shapes, nearly the same bytes)."""
+    try:
+        from bsmamba.train.losses import enhancement_loss
+    except ImportError:
+        enhancement_loss = None
+    if enhancement_loss is not None:
+        return enhancement_loss(model, noisy, clean).total
     est, scale = model.forward_spectral(noisy)  # complex (B, F, T), (B, 1)
     target = model.frontend.stft(clean / scale)
     return (torch.view_as_real(est) - torch.view_as_real(target)).abs().mean()
@@ -208,26 +215,31 @@ def predict(
         for m in model.modules()
         if isinstance(m, nn.LSTM)
     ]
-    opt = _adam_with_state(model)
+    params = list(model.parameters())
+    # Adam's two moments per parameter, as a steady-state step finds them. The Adam step itself
+    # is not traced (slow on meta, and never the peak: activations are gone by then); its
+    # transient is added below as one parameter-sized temporary (the largest single tensor on
+    # CPU; CUDA's multi-tensor Adam makes one for all parameters at once).
+    moments = [torch.zeros_like(p) for p in params for _ in range(2)]
     noisy, clean = _batch(model, batch_size, segment_s, "meta")
     tracker = LiveBytes()
     t0 = time.perf_counter()
     with tracker:
-        tracker.track([*model.parameters(), *model.buffers()], "parameters")
-        tracker.track([v for s in opt.state.values() for v in s.values()], "optimizer_state")
+        tracker.track([*params, *model.buffers()], "parameters")
+        tracker.track(moments, "optimizer_state")
         tracker.track([noisy, clean], "batch")
         tracker.watch(model)
         tracker.phase = "loss"
         loss = _loss(model, noisy, clean)
         tracker.phase = "backward"
         loss.backward()
-        tracker.label([p.grad for p in model.parameters()], "gradients")
-        tracker.phase = "optimizer"
-        opt.step()
-        tracker.label([p.grad for p in model.parameters()], "gradients")
+        tracker.label([p.grad for p in params], "gradients")
     trace_s = time.perf_counter() - t0
     for h in hooks:
         h.remove()
+    sizes = [p.numel() * p.element_size() for p in params]
+    adam_temp = sum(sizes) if device == "cuda" else max(sizes, default=0)
+    at_step = tracker.live_bytes + adam_temp  # params + moments + grads + batch + temporary
 
     # The LSTM correction joins the activations of the LSTM that needs it.
     names = {m: n for n, m in model.named_modules()}
@@ -241,6 +253,10 @@ def predict(
     breakdown["activations_bytes"] += correction
     top_layers = sorted(holders.items(), key=lambda kv: -kv[1])[:top]
     traced = tracker.peak_bytes + correction
+    if at_step > traced:  # tiny activations: the optimizer step is the peak
+        breakdown = {f"{k}_bytes": v for k, v in tracker.breakdown(tracker.clock).items()}
+        breakdown["activations_bytes"] += adam_temp
+        traced = at_step
     assumptions: list[str] = []
     if correction:
         assumptions.append(
@@ -249,7 +265,7 @@ def predict(
         )
     peak = traced
     if device == "cuda":
-        peak, more = _cuda_estimate(tracker, correction)
+        peak, more = _cuda_estimate(tracker, traced)
         assumptions += more
     return {
         "peak_bytes": int(peak),
@@ -263,13 +279,10 @@ def predict(
     }
 
 
-def _cuda_estimate(tracker: LiveBytes, correction: int) -> tuple[int, list[str]]:
-    rounded = sum(
-        math.ceil(r.nbytes / CUDA_BLOCK) * CUDA_BLOCK
-        for r in tracker.records
-        if r.t_alloc <= tracker.peak_clock < r.t_free
-    )
-    peak = rounded + correction + CUBLAS_WORKSPACE_BYTES
+def _cuda_estimate(tracker: LiveBytes, traced: int) -> tuple[int, list[str]]:
+    alive = tracker._at_peak()
+    rounding = sum(math.ceil(r.nbytes / CUDA_BLOCK) * CUDA_BLOCK - r.nbytes for r in alive)
+    peak = traced + rounding + CUBLAS_WORKSPACE_BYTES
     return peak, [
         "CUDA figure is an estimate from a meta trace, not a CUDA run",
         f"allocator: every block rounded up to {CUDA_BLOCK} B (allocated, not reserved: "

@@ -129,14 +129,14 @@ class LiveBytes(TorchDispatchMode):
         return super().__exit__(*exc)
 
     # -- results -----------------------------------------------------------------------------
-    def _at_peak(self):
-        t = self.peak_clock
+    def _at_peak(self, clock: int | None = None):
+        t = self.peak_clock if clock is None else clock
         return [r for r in self.records if r.t_alloc <= t < r.t_free]
 
-    def breakdown(self) -> dict[str, int]:
-        """Bytes alive at the peak by category (sums to ``peak_bytes``)."""
+    def breakdown(self, clock: int | None = None) -> dict[str, int]:
+        """Bytes alive at the peak (or at ``clock``) by category; sums to ``peak_bytes``."""
         out = dict.fromkeys(CATEGORIES, 0)
-        for r in self._at_peak():
+        for r in self._at_peak(clock):
             out[r.category] += r.nbytes
         return out
 
