@@ -1,16 +1,17 @@
 """Audio data: the bundled demo set and VoiceBank+DEMAND in one folder layout.
 
-root = resolve("demo")                  # or the output folder of `prepare-voicebank`
-train = TrainSet(root, "train")         # (noisy, clean) 2 s crops, float32 (S,)
-valid = TrainSet(root, "valid")         # held-out training speakers
-test = TestSet(root)                    # (name, noisy, clean), full length
+    root = resolve("demo")                  # or the output folder of `prepare-voicebank`
+    train = TrainSet(root, "train")         # (noisy, clean) 2 s crops, float32 (S,)
+    valid = TrainSet(root, "valid")         # held-out training speakers
+    test = TestSet(root)                    # (name, noisy, clean), full length
+
+The dataset classes import torch; they are loaded on first use so that ``bsmamba.data.audio``
+(used by metric worker processes) stays light.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from bsmamba.data.voicebank import TestSet, TrainSet, check_root
 
 __all__ = ["resolve", "TrainSet", "TestSet"]
 
@@ -25,4 +26,14 @@ def resolve(spec: str | Path) -> Path:
         from bsmamba.data import demo
 
         return demo.materialise()
+    from bsmamba.data.voicebank import check_root
+
     return check_root(Path(spec))
+
+
+def __getattr__(name: str):
+    if name in ("TrainSet", "TestSet"):
+        from bsmamba.data import voicebank
+
+        return getattr(voicebank, name)
+    raise AttributeError(f"module 'bsmamba.data' has no attribute {name!r}")

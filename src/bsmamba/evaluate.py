@@ -1,0 +1,329 @@
+"""Score folders of enhanced audio: ``bsmamba evaluate --clean DIR --enhanced DIR [--noisy DIR]``.
+
+Files are paired by name. Each pair is scored in a worker process (PESQ, CSIG, CBAK, COVL, SSNR,
+STOI, SI-SDR; see :mod:`bsmamba.metrics`); a bad pair (unreadable file, wrong rate, length
+mismatch, missing twin, silence PESQ rejects) is reported by name and counted, and the run goes
+on. Outputs in ``--out`` (default ``<enhanced>/evaluation``):
+
+    per_utterance.csv   one row per file: status, SNR if known, every metric (noisy_* too)
+    summary.json        schema kind "evaluation": mean/std/count/failures per metric,
+                        per-SNR breakdown when the dataset manifest knows the SNRs
+
+and the table as papers print it. With ``--noisy`` the unprocessed input is scored too (the
+baseline every enhancement number should be read against).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsmamba import files, metrics, schema
+from bsmamba.data import audio
+from bsmamba.schema import METRIC_KEYS
+
+_LABELS = {"pesq": "PESQ", "csig": "CSIG", "cbak": "CBAK", "covl": "COVL", "ssnr": "SSNR",
+           "stoi": "STOI", "si_sdr": "SI-SDR"}  # fmt: skip
+
+
+def _score_pair(job: dict) -> dict:
+    """Score one name (runs in a worker). Never raises: problems become ``error`` strings."""
+    row: dict[str, Any] = {"file": job["name"], "status": "ok", "error": ""}
+    fs, rs = job["fs"], job["resample"]
+    try:
+        if job["clean"] is None:
+            raise FileNotFoundError(f"{job['enhanced']}: no clean twin in the --clean folder")
+        if job["enhanced"] is None:
+            raise FileNotFoundError(f"{job['clean']}: no enhanced file of this name")
+        clean = audio.read(job["clean"], fs, resample=rs)
+        enhanced = audio.read(job["enhanced"], fs, resample=rs)
+        if len(clean) != len(enhanced):
+            raise ValueError(
+                f"{job['enhanced']}: {len(enhanced)} samples, its clean twin {len(clean)}"
+            )
+        noisy = None
+        if job["noisy"] is not None:
+            noisy = audio.read(job["noisy"], fs, resample=rs)
+            if len(noisy) != len(clean):
+                raise ValueError(f"{job['noisy']}: {len(noisy)} samples, clean {len(clean)}")
+    except (OSError, ValueError) as e:
+        row.update(status="error", error=str(e))
+        return row
+    errors: dict[str, str] = {}
+    row.update(metrics.score(clean, enhanced, fs, job["convention"], errors=errors))
+    if noisy is not None:
+        noisy_errors: dict[str, str] = {}
+        base = metrics.score(clean, noisy, fs, job["convention"], errors=noisy_errors)
+        row.update({f"noisy_{k}": v for k, v in base.items()})
+    if errors:
+        row["status"] = "partial"
+        row["error"] = f"{job['enhanced']}: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+    return row
+
+
+def _wavs(folder: Path | None) -> dict[str, Path]:
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return {p.name: p for p in sorted(folder.glob("*.wav"))}
+
+
+def _snrs(*folders: Path | None) -> dict[str, float]:
+    """File name -> SNR (dB) from the manifest.json beside a prepared/demo folder, if any."""
+    for folder in folders:
+        if folder is None:
+            continue
+        manifest = folder.parent / "manifest.json"
+        if not manifest.is_file():
+            continue
+        entries = json.loads(manifest.read_text()).get("files", [])
+        want = folder.name.replace("clean", "noisy")  # the noisy twin folder records the SNR
+        out = {
+            e["file"]: float(e["snr_db"])
+            for e in entries
+            if e.get("snr_db") is not None and e.get("dir") == want
+        }
+        if out:
+            return out
+    return {}
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    """mean, std (across utterances, ddof=1), count of finite values, failures (NaN)."""
+    arr = np.asarray(values, dtype=np.float64)
+    ok = arr[np.isfinite(arr)]
+    return {
+        "mean": float(ok.mean()) if ok.size else None,
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
+        "count": int(ok.size),
+        "failures": int(arr.size - ok.size),
+    }
+
+
+def _summarise(rows: list[dict], prefix: str = "") -> dict[str, dict]:
+    return {k: _stats([r.get(prefix + k, math.nan) for r in rows]) for k in METRIC_KEYS}
+
+
+def evaluate_dirs(
+    clean_dir: str | Path,
+    enhanced_dir: str | Path,
+    noisy_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 2,
+    sample_rate: int = 16000,
+    resample: bool = False,
+    convention: str = "matlab",
+    progress: bool = False,
+) -> dict:
+    """Score every enhanced file against its clean twin; returns the summary document.
+
+    Pairs by file name over the union of both folders (a name in only one is a counted
+    failure). ``workers`` processes (<= 1: in this process). Writes ``per_utterance.csv`` and
+    ``summary.json`` into ``out_dir`` when given. Raises only for unusable folders/arguments.
+    """
+    if convention not in metrics.CONVENTIONS:
+        raise ValueError(
+            f"unknown convention {convention!r}; valid: {', '.join(metrics.CONVENTIONS)}"
+        )
+    clean_dir, enhanced_dir = Path(clean_dir), Path(enhanced_dir)
+    noisy_dir = Path(noisy_dir) if noisy_dir else None
+    clean, enhanced, noisy = _wavs(clean_dir), _wavs(enhanced_dir), _wavs(noisy_dir)
+    if not enhanced:
+        raise FileNotFoundError(f"{enhanced_dir}: no .wav files to evaluate")
+    names = sorted(set(clean) | set(enhanced))
+    jobs = [
+        {
+            "name": n,
+            "clean": str(clean[n]) if n in clean else None,
+            "enhanced": str(enhanced[n]) if n in enhanced else None,
+            "noisy": str(noisy[n]) if n in noisy else None,
+            "fs": sample_rate,
+            "resample": resample,
+            "convention": convention,
+        }
+        for n in names
+    ]
+    t0 = time.perf_counter()
+    rows = _run(jobs, workers, progress)
+    elapsed = time.perf_counter() - t0
+    snr = _snrs(noisy_dir, clean_dir)
+    for r in rows:
+        r["snr_db"] = snr.get(r["file"])
+    ok = [r for r in rows if r["status"] != "error"]
+    by_snr = {}
+    for level in sorted({r["snr_db"] for r in ok if r["snr_db"] is not None}):
+        sub = [r for r in ok if r["snr_db"] == level]
+        by_snr[f"{level:g}"] = {"count": len(sub), "enhanced": _summarise(sub)}
+        if noisy_dir:
+            by_snr[f"{level:g}"]["noisy"] = _summarise(sub, "noisy_")
+    stats = {"enhanced": _summarise(ok)}
+    if noisy_dir:
+        stats["noisy"] = _summarise(ok, "noisy_")
+    problems = [{"file": r["file"], "status": r["status"], "error": r["error"]} for r in rows]
+    problems = [p for p in problems if p["error"]]
+    summary = schema.document(
+        "evaluation",
+        clean_dir=str(clean_dir),
+        enhanced_dir=str(enhanced_dir),
+        noisy_dir=str(noisy_dir) if noisy_dir else None,
+        sample_rate=sample_rate,
+        pesq_kind="wide-band MOS-LQO" if sample_rate == 16000 else "narrow-band MOS-LQO",
+        composite_convention=convention,
+        std_over="utterances",
+        pairs=len(rows),
+        scored=len(ok),
+        failed=len(rows) - len(ok),
+        elapsed_s=round(elapsed, 3),
+        workers=workers,
+        metrics=stats,
+        by_snr=by_snr,
+        problems=problems,
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        files.write_text(out_dir / "per_utterance.csv", _csv(rows, bool(noisy_dir)))
+        files.write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    )
+    rows = []
+    with bar:
+        task = bar.add_task("scoring", total=len(jobs))
+        if workers <= 1:
+            for job in jobs:
+                rows.append(_score_pair(job))
+                bar.advance(task)
+        else:
+            # One BLAS thread per worker: the workers are the parallelism.
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            with ProcessPoolExecutor(workers) as pool:
+                chunk = max(1, min(16, len(jobs) // (4 * workers)))
+                for row in pool.map(_score_pair, jobs, chunksize=chunk):
+                    rows.append(row)
+                    bar.advance(task)
+    return rows
+
+
+def _csv(rows: list[dict], with_noisy: bool) -> str:
+    cols = ["file", "status", "snr_db", *METRIC_KEYS]
+    cols += [f"noisy_{k}" for k in METRIC_KEYS] if with_noisy else []
+    cols.append("error")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _fmt(r.get(c)) for c in cols})
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def table(summary: dict) -> str:
+    """The summary as papers print it: one row per system, mean +/- std per metric."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{summary['scored']} of {summary['pairs']} pairs scored, "
+              f"{summary['sample_rate'] // 1000} kHz (std across utterances)")  # fmt: skip
+    t.add_column("input")
+    for k in METRIC_KEYS:
+        t.add_column(_LABELS[k], justify="right")
+    for name, stats in summary["metrics"].items():
+        t.add_row(name, *(_cell(stats[k], k) for k in METRIC_KEYS))
+    for level, part in summary.get("by_snr", {}).items():
+        for name, stats in part.items():
+            if name != "count":
+                t.add_row(f"{name} @ {level} dB", *(_cell(stats[k], k) for k in METRIC_KEYS))
+    console = Console(file=io.StringIO(), width=140, force_terminal=False)
+    console.print(t)
+    lines = [console.file.getvalue().rstrip()]
+    lines.append(
+        f"PESQ: {summary['pesq_kind']}; CSIG/CBAK/COVL: composite.m "
+        f"({summary['composite_convention']} convention); SSNR, SI-SDR in dB"
+    )
+    for p in summary["problems"][:20]:
+        lines.append(f"  {p['status']}: {p['error']}")
+    if len(summary["problems"]) > 20:
+        lines.append(f"  ... {len(summary['problems']) - 20} more in per_utterance.csv")
+    return "\n".join(lines)
+
+
+def _cell(s: dict, key: str) -> str:
+    if s["mean"] is None:
+        return "-"
+    digits = 1 if key in ("ssnr", "si_sdr") else 2 if key != "stoi" else 3
+    std = f" ± {s['std']:.{digits}f}" if s["std"] is not None else ""
+    fails = f" ({s['failures']} failed)" if s["failures"] else ""
+    return f"{s['mean']:.{digits}f}{std}{fails}"
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clean", required=True, help="folder of clean reference wavs")
+    parser.add_argument("--enhanced", required=True, help="folder of enhanced wavs (same names)")
+    parser.add_argument("--noisy", help="folder of the unprocessed inputs: also score them")
+    parser.add_argument("--out", help="where to write per_utterance.csv and summary.json "
+                        "(default <enhanced>/evaluation)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--sample-rate", type=int, default=16000, choices=[8000, 16000])
+    parser.add_argument("--resample", action="store_true",
+                        help="resample other rates (soxr HQ) instead of failing")  # fmt: skip
+    parser.add_argument("--convention", default="matlab", choices=list(metrics.CONVENTIONS),
+                        help="composite: matlab (exact, default) or cmgan (/32768)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="BLAS threads per worker (0=1)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
+                        help="accepted like train/enhance; metrics run on the CPU")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the summary JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, args.threads))
+    out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
+    import sys
+
+    summary = evaluate_dirs(
+        args.clean,
+        args.enhanced,
+        args.noisy,
+        out,
+        workers=args.workers,
+        sample_rate=args.sample_rate,
+        resample=args.resample,
+        convention=args.convention,
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(table(summary))
+        print(f"wrote {out / 'per_utterance.csv'} and {out / 'summary.json'} "
+              f"({summary['elapsed_s']:.1f} s)")  # fmt: skip
+    return 0 if summary["scored"] else 1

@@ -1,0 +1,133 @@
+"""evaluate: pairs by name, scores in worker processes, reports every bad file and goes on."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bsmamba import cli, metrics
+from bsmamba.evaluate import evaluate_dirs
+
+DATA = Path(__file__).parent / "data"
+FS = 16000
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A tiny prepared-style test set (real ARCTIC speech) plus one of every kind of bad file."""
+    root = tmp_path_factory.mktemp("vb")
+    clean_d, noisy_d, enh_d = (root / d for d in ("clean_testset_wav", "noisy_testset_wav", "enh"))
+    for d in (clean_d, noisy_d, enh_d):
+        d.mkdir()
+    speech = sf.read(DATA / "arctic_a0007.wav", dtype="float32")[0]
+    other = sf.read(DATA / "arctic_a0009.wav", dtype="float32")[0]
+    entries = []
+    for i, snr in enumerate((2.5, 7.5, 2.5)):
+        clean = speech[i * 8000 : i * 8000 + 24000]
+        noise = other[i * 8000 : i * 8000 + 24000]
+        noise = noise * np.sqrt(np.sum(clean**2) / np.sum(noise**2) / 10 ** (snr / 10))
+        name = f"p232_{i:03d}.wav"
+        sf.write(clean_d / name, clean, FS)
+        sf.write(noisy_d / name, clean + noise, FS)
+        sf.write(enh_d / name, clean + 0.3 * noise, FS)  # a "model" that removes 70 %
+        entries.append({"dir": "noisy_testset_wav", "file": name, "snr_db": snr})
+    (root / "manifest.json").write_text(json.dumps({"files": entries}))
+    ok = speech[:24000]
+    with_nan = np.where(np.arange(24000) == 7, np.nan, ok)
+    bad = {
+        "p257_stereo.wav": lambda p: sf.write(p, np.stack([ok, ok], 1), FS),
+        "p257_rate.wav": lambda p: sf.write(p, ok[::2], 8000),
+        "p257_trunc.wav": lambda p: (sf.write(p, ok, FS), p.write_bytes(p.read_bytes()[:-999])),
+        "p257_text.wav": lambda p: p.write_text("not audio"),
+        "p257_nan.wav": lambda p: sf.write(p, with_nan, FS, "FLOAT"),
+        "p257_short.wav": lambda p: sf.write(p, ok[:20000], FS),
+        "p257_silent.wav": lambda p: sf.write(p, np.zeros(24000), FS),
+    }  # fmt: skip
+    for name, make in bad.items():
+        sf.write(clean_d / name, ok, FS)
+        sf.write(noisy_d / name, ok, FS)
+        make(enh_d / name)
+    sf.write(clean_d / "p257_lonely.wav", ok, FS)  # no enhanced twin
+    sf.write(enh_d / "p999_extra.wav", ok, FS)  # no clean twin
+    return root
+
+
+def _problem(summary, name):
+    return next(p for p in summary["problems"] if p["file"] == name)
+
+
+def test_bad_files_are_named_counted_and_the_rest_scored(tree, tmp_path):
+    s = evaluate_dirs(
+        tree / "clean_testset_wav", tree / "enh", tree / "noisy_testset_wav", tmp_path, workers=2
+    )
+    assert s["kind"] == "evaluation" and s["pairs"] == 12
+    assert s["metrics"]["enhanced"]["stoi"]["count"] == 4  # 3 good + silent (STOI defined)
+    assert s["metrics"]["enhanced"]["pesq"]["count"] == 3
+    assert s["metrics"]["enhanced"]["pesq"]["failures"] == 1  # the silent one
+    assert s["failed"] == 8
+    for name, words in {
+        "p257_stereo.wav": "2 channels",
+        "p257_rate.wav": "8000 Hz",
+        "p257_trunc.wav": "truncated",
+        "p257_text.wav": "not a readable audio",
+        "p257_nan.wav": "NaN",
+        "p257_short.wav": "20000 samples",
+        "p257_lonely.wav": "no enhanced file",
+        "p999_extra.wav": "no clean twin",
+        "p257_silent.wav": "PESQ",
+    }.items():
+        p = _problem(s, name)
+        assert words in p["error"] and name in p["error"], (name, p)
+    assert _problem(s, "p257_silent.wav")["status"] == "partial"
+    # On the good pairs the enhanced files beat the noisy input on every metric.
+    rows = list(csv.DictReader((tmp_path / "per_utterance.csv").open()))
+    for r in (r for r in rows if r["file"].startswith("p232")):
+        for k in ("pesq", "csig", "cbak", "covl", "ssnr", "stoi", "si_sdr"):
+            assert float(r[k]) > float(r["noisy_" + k]), (r["file"], k)
+    # Per-SNR breakdown from the manifest: 2 files at 2.5 dB, 1 at 7.5 dB.
+    assert s["by_snr"]["2.5"]["count"] == 2 and s["by_snr"]["7.5"]["count"] == 1
+    assert s["by_snr"]["7.5"]["noisy"]["si_sdr"]["mean"] == pytest.approx(7.5, abs=0.3)
+    assert len(rows) == 12 and rows[0]["file"] == "p232_000.wav" and rows[0]["snr_db"] == "2.5"
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["metrics"] == s["metrics"]
+
+
+def test_in_process_equals_workers_and_direct_scores(tree, tmp_path):
+    one = evaluate_dirs(tree / "clean_testset_wav", tree / "enh", out_dir=tmp_path, workers=1)
+    two = evaluate_dirs(tree / "clean_testset_wav", tree / "enh", workers=2)
+    assert one["metrics"] == two["metrics"]
+    clean = sf.read(tree / "clean_testset_wav/p232_001.wav", dtype="float32")[0]
+    enh = sf.read(tree / "enh/p232_001.wav", dtype="float32")[0]
+    direct = metrics.score(clean, enh)
+    row = next(r for r in csv.DictReader((tmp_path / "per_utterance.csv").open())
+               if r["file"] == "p232_001.wav")  # fmt: skip
+    for k, v in direct.items():
+        assert float(row[k]) == pytest.approx(v, rel=1e-5), k
+
+
+def test_resample_on_request(tree, tmp_path):
+    for d in ("c", "e"):
+        (tmp_path / d).mkdir()
+    wav = sf.read(tree / "clean_testset_wav/p232_000.wav", dtype="float32")[0]
+    sf.write(tmp_path / "c/a.wav", wav, FS)
+    import soxr
+
+    sf.write(tmp_path / "e/a.wav", soxr.resample(wav, FS, 48000, "HQ"), 48000)
+    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=1)
+    assert s["failed"] == 1 and "resample" in s["problems"][0]["error"]
+    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=1, resample=True)
+    assert s["failed"] == 0 and s["metrics"]["enhanced"]["pesq"]["mean"] > 4.4
+
+
+def test_cli(tree, tmp_path, capsys):
+    args = ["evaluate", "--clean", str(tree / "clean_testset_wav"), "--enhanced"]
+    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--workers", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "PESQ" in out and "CSIG" in out and "p257_stereo.wav" in out
+    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--json", "--workers", "1"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["pairs"] == 12
+    rc = cli.main([*args, str(tmp_path / "nowhere")])
+    assert rc == 2 and "nowhere" in capsys.readouterr().err
