@@ -65,7 +65,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         and not (out / "checkpoints" / ckpt_io.LAST).exists()
     ):
         cfg, events = ladder.fit(cfg)
-        _say(cfg, *[f"memory ladder: {e}" for e in events])
+        _say(cfg, *[ladder.describe(e) for e in events])
+        _write_ladder(out, events, cfg)
     inject = int(cfg.memory.get("inject_oom_at_step", -1))
     while True:
         try:
@@ -76,22 +77,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
             if stepped is None:
                 raise
-            new_cfg, event = stepped
+            cfg, event = stepped
             inject = -1  # an injected OOM fires once
             events.append(event)
-            if config.model_kwargs(new_cfg) != config.model_kwargs(cfg):
-                # A new model shape cannot load the old weights: start again from step 0.
-                old = out / "checkpoints"
-                if old.exists():
-                    shutil.rmtree(old)
-                _say(new_cfg, f"memory ladder: {event}; the model changed, restarting from step 0")
-            else:
-                _say(new_cfg, f"memory ladder: {event}; resuming from the last checkpoint")
-            cfg = new_cfg
-            if _rank() == 0:
-                files.write_json(
-                    out / "ladder.json", {"events": events, "config": config.to_dict(cfg)}
-                )
+            if event.get("restart") and (out / "checkpoints").exists() and _rank() == 0:
+                # New parameter shapes cannot load the old weights: start again from step 0.
+                shutil.rmtree(out / "checkpoints")
+            resume = "restarting from step 0" if event.get("restart") else "resuming"
+            _say(cfg, f"{ladder.describe(event)}; {resume}")
+            _write_ladder(out, events, cfg)
+
+
+def _write_ladder(out: Path, events: list[dict], cfg: DictConfig) -> None:
+    """ladder.json: what the memory ladder did and the config training ended up with."""
+    if events and _rank() == 0:
+        files.write_json(out / "ladder.json", {"events": events, "config": config.to_dict(cfg)})
 
 
 def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int) -> dict:
@@ -175,8 +175,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
         results["ddp"] = _rank_digests(trainer, module)
     if trainer.global_rank == 0:
         files.write_json(out / "results.json", results)
-        if events:
-            files.write_json(out / "ladder.json", {"events": events, "config": config.to_dict(cfg)})
+        _write_ladder(out, events, cfg)
         _summary(cfg, out, results)
     return results
 
