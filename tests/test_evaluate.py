@@ -59,10 +59,18 @@ def _problem(summary, name):
     return next(p for p in summary["problems"] if p["file"] == name)
 
 
-def test_bad_files_are_named_counted_and_the_rest_scored(tree, tmp_path):
+@pytest.fixture(scope="module")
+def scored(tree, tmp_path_factory):
+    """One run with real worker processes, shared by the tests below."""
+    out = tmp_path_factory.mktemp("scores")
     s = evaluate_dirs(
-        tree / "clean_testset_wav", tree / "enh", tree / "noisy_testset_wav", tmp_path, workers=2
+        tree / "clean_testset_wav", tree / "enh", tree / "noisy_testset_wav", out, workers=2
     )
+    return s, out
+
+
+def test_bad_files_are_named_counted_and_the_rest_scored(scored):
+    s, tmp_path = scored
     assert s["kind"] == "evaluation" and s["pairs"] == 12
     assert s["metrics"]["enhanced"]["stoi"]["count"] == 4  # 3 good + silent (STOI defined)
     assert s["metrics"]["enhanced"]["pesq"]["count"] == 3
@@ -95,10 +103,10 @@ def test_bad_files_are_named_counted_and_the_rest_scored(tree, tmp_path):
     assert on_disk["metrics"] == s["metrics"]
 
 
-def test_in_process_equals_workers_and_direct_scores(tree, tmp_path):
-    one = evaluate_dirs(tree / "clean_testset_wav", tree / "enh", out_dir=tmp_path, workers=1)
-    two = evaluate_dirs(tree / "clean_testset_wav", tree / "enh", workers=2)
-    assert one["metrics"] == two["metrics"]
+def test_in_process_equals_workers_and_direct_scores(tree, scored, tmp_path):
+    noisy = tree / "noisy_testset_wav"
+    one = evaluate_dirs(tree / "clean_testset_wav", tree / "enh", noisy, tmp_path, workers=0)
+    assert one["metrics"] == scored[0]["metrics"] and one["by_snr"] == scored[0]["by_snr"]
     clean = sf.read(tree / "clean_testset_wav/p232_001.wav", dtype="float32")[0]
     enh = sf.read(tree / "enh/p232_001.wav", dtype="float32")[0]
     direct = metrics.score(clean, enh)
@@ -116,18 +124,18 @@ def test_resample_on_request(tree, tmp_path):
     import soxr
 
     sf.write(tmp_path / "e/a.wav", soxr.resample(wav, FS, 48000, "HQ"), 48000)
-    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=1)
+    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=0)
     assert s["failed"] == 1 and "resample" in s["problems"][0]["error"]
-    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=1, resample=True)
+    s = evaluate_dirs(tmp_path / "c", tmp_path / "e", workers=0, resample=True)
     assert s["failed"] == 0 and s["metrics"]["enhanced"]["pesq"]["mean"] > 4.4
 
 
 def test_cli(tree, tmp_path, capsys):
     args = ["evaluate", "--clean", str(tree / "clean_testset_wav"), "--enhanced"]
-    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--workers", "1"])
+    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--workers", "0"])
     out = capsys.readouterr().out
     assert rc == 0 and "PESQ" in out and "CSIG" in out and "p257_stereo.wav" in out
-    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--json", "--workers", "1"])
+    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--json", "--workers", "0"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["pairs"] == 12
     rc = cli.main([*args, str(tmp_path / "nowhere")])
     assert rc == 2 and "nowhere" in capsys.readouterr().err

@@ -125,11 +125,13 @@ def evaluate_dirs(
     resample: bool = False,
     convention: str = "matlab",
     progress: bool = False,
+    threads: int = 1,
 ) -> dict:
     """Score every enhanced file against its clean twin; returns the summary document.
 
     Pairs by file name over the union of both folders (a name in only one is a counted
-    failure). ``workers`` processes (<= 1: in this process). Writes ``per_utterance.csv`` and
+    failure). ``workers`` spawned processes with ``threads`` BLAS threads each (0: in this
+    process). Writes ``per_utterance.csv`` and
     ``summary.json`` into ``out_dir`` when given. Raises only for unusable folders/arguments.
     """
     if convention not in metrics.CONVENTIONS:
@@ -155,7 +157,7 @@ def evaluate_dirs(
         for n in names
     ]
     t0 = time.perf_counter()
-    rows = _run(jobs, workers, progress)
+    rows = _run(jobs, workers, progress, threads)
     elapsed = time.perf_counter() - t0
     snr = _snrs(noisy_dir, clean_dir)
     for r in rows:
@@ -197,7 +199,13 @@ def evaluate_dirs(
     return summary
 
 
-def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _run(jobs: list[dict], workers: int, progress: bool, threads: int = 1) -> list[dict]:
+    """Score ``jobs`` in ``workers`` fresh (spawned) processes; ``workers=0``: in this one."""
+    import multiprocessing
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress(
@@ -211,18 +219,29 @@ def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     rows = []
     with bar:
         task = bar.add_task("scoring", total=len(jobs))
-        if workers <= 1:
+        if workers <= 0:
             for job in jobs:
                 rows.append(_score_pair(job))
                 bar.advance(task)
-        else:
-            # One BLAS thread per worker: the workers are the parallelism.
-            os.environ.setdefault("OMP_NUM_THREADS", "1")
-            with ProcessPoolExecutor(workers) as pool:
+            return rows
+        # Workers are the parallelism: each must use one BLAS thread, or PESQ/STOI's small
+        # matrix products spin-wait against each other (3x slower on 2 cores). BLAS reads these
+        # variables at import, so the workers are spawned (not forked) while they are set.
+        saved = {v: os.environ.get(v) for v in _BLAS_VARS}
+        os.environ.update(dict.fromkeys(_BLAS_VARS, str(max(1, threads))))
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 chunk = max(1, min(16, len(jobs) // (4 * workers)))
                 for row in pool.map(_score_pair, jobs, chunksize=chunk):
                     rows.append(row)
                     bar.advance(task)
+        finally:
+            for v, value in saved.items():
+                if value is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = value
     return rows
 
 
@@ -292,7 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noisy", help="folder of the unprocessed inputs: also score them")
     parser.add_argument("--out", help="where to write per_utterance.csv and summary.json "
                         "(default <enhanced>/evaluation)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes (default 2; 0 = in this process)")  # fmt: skip
     parser.add_argument("--sample-rate", type=int, default=16000, choices=[8000, 16000])
     parser.add_argument("--resample", action="store_true",
                         help="resample other rates (soxr HQ) instead of failing")  # fmt: skip
@@ -305,7 +325,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, args.threads))
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
     import sys
 
@@ -319,6 +338,7 @@ def main(args: argparse.Namespace) -> int:
         resample=args.resample,
         convention=args.convention,
         progress=not args.json and sys.stderr.isatty(),
+        threads=max(1, args.threads),
     )
     if args.json:
         print(json.dumps(summary, indent=2))
