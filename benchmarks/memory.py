@@ -1,0 +1,178 @@
+"""Peak training memory of the five presets, side by side, and the memory targets of issue 5.
+
+    python benchmarks/memory.py [--quick] [--out FILE] [--threads N]
+
+1. Every preset at batch 6 x 2 s: measured (a real CPU step, allocator events) and predicted
+   (meta trace) peak, and ratios to bsrnn. Targets: abl3 <= bsrnn, abl1/abl2 <= 1.3 x bsrnn.
+2. The Mamba presets' activation bytes (predicted: the trace matches a real CPU step to the
+   byte for Mamba models) at 1, 2, 4, 8 s: linear in length, and no (L x d_inner x d_state)
+   term (doubling d_state must add far less than one such tensor per scan).
+3. Activation checkpointing on abl3: peak cut >= 40% at < 40% extra step time (real steps).
+
+Prints one JSON document (schema kind "benchmark"). ``--quick`` runs everything at a tiny shape
+to prove the script works; its numbers say nothing about the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from bsmamba import config, schema
+from bsmamba.env import environment
+from bsmamba.memory import plan as P
+from bsmamba.presets import PRESETS
+
+MAMBA = [name for name, args in PRESETS.items() if args["mixer"] != "lstm"]
+
+
+def kwargs(preset: str, **over) -> dict:
+    return {**config.model_kwargs(config.load(overrides=[f"model.preset={preset}"])), **over}
+
+
+def side_by_side(batch: int, segment: float) -> dict:
+    rows = {}
+    for name in PRESETS:
+        r = P.plan(kwargs(name), batch, segment, measure=True)
+        rows[name] = {
+            "measured_peak_bytes": r["measured_peak_bytes"],
+            "predicted_peak_bytes": r["predicted_peak_bytes"],
+            "prediction_error": r["prediction_error"],
+            "breakdown": r["breakdown"],
+        }
+        print(
+            f"# {name}: measured {P.fmt_bytes(r['measured_peak_bytes'])}",
+            file=sys.stderr,
+            flush=True,
+        )
+    base = rows["bsrnn"]["measured_peak_bytes"]
+    for row in rows.values():
+        row["ratio_to_bsrnn"] = row["measured_peak_bytes"] / base
+    ratio = {n: rows[n]["ratio_to_bsrnn"] for n in rows}
+    targets = {
+        "abl3_at_most_bsrnn": ratio["abl3"] <= 1.0,
+        "abl1_at_most_1_3x_bsrnn": ratio["abl1"] <= 1.3,
+        "abl2_at_most_1_3x_bsrnn": ratio["abl2"] <= 1.3,
+    }
+    return {"batch_size": batch, "segment_s": segment, "per_preset": rows, "targets": targets}
+
+
+def growth(batch: int, segments: list[float]) -> dict:
+    """Activation bytes vs length; the (L x d_inner x d_state) check by doubling d_state."""
+    out = {}
+    for name in MAMBA:
+        kw = kwargs(name)
+        act = [P.predict(kw, batch, s)["breakdown"]["activations_bytes"] for s in segments]
+        # Linear: the line through the first and last points predicts the middle ones.
+        slope = (act[-1] - act[0]) / (segments[-1] - segments[0])
+        line = [act[0] + slope * (s - segments[0]) for s in segments]
+        worst = max(abs(a / b - 1) for a, b in zip(act, line, strict=True))
+        # A stored (rows, L, d_inner, d_state) tensor per scan would add, when d_state doubles,
+        # rows * frames * d_inner * d_state * 4 bytes for each scan call.
+        s_mid = segments[1]
+        wide = P.predict({**kw, "d_state": 2 * kw["d_state"]}, batch, s_mid)
+        added = wide["breakdown"]["activations_bytes"] - act[1]
+        one_term = _one_state_tensor_bytes(kw, batch, s_mid)
+        out[name] = {
+            "segments_s": segments,
+            "activations_bytes": act,
+            "bytes_per_s": slope,
+            "max_deviation_from_line": worst,
+            "linear": worst < 0.05,
+            "added_bytes_when_d_state_doubles": added,
+            "one_l_dinner_dstate_tensor_bytes": one_term,
+            "no_l_dinner_dstate_term": added < 0.5 * one_term,
+        }
+        print(
+            f"# {name}: {P.fmt_bytes(slope)}/s, deviation {worst:.1%}", file=sys.stderr, flush=True
+        )
+    return out
+
+
+def _one_state_tensor_bytes(kw: dict, batch: int, segment: float) -> int:
+    """Bytes of one (rows, L, d_inner, d_state) float32 tensor for the time pass of ``kw``."""
+    from bsmamba.bands import band_widths
+
+    stft = kw["stft"]
+    frames = int(segment * stft["sample_rate"]) // stft["hop_length"] + 1
+    bands = len(band_widths(kw["band_plan"], stft["n_fft"] // 2 + 1))
+    return batch * bands * frames * kw["expand"] * kw["dim"] * kw["d_state"] * 4
+
+
+def step_time(kw: dict, batch: int, segment: float, steps: int) -> float:
+    """Median wall time of ``steps`` real training steps after one warm-up step (seconds)."""
+    model = P._build(kw)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    noisy, clean = P._batch(model, batch, segment, "cpu")
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        P._loss(model, noisy, clean).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def checkpointing(batch: int, segment: float, steps: int) -> dict:
+    off, on = kwargs("abl3"), kwargs("abl3", checkpointing=True)
+    peak_off = P.measure(off, batch, segment)["peak_bytes"]
+    peak_on = P.measure(on, batch, segment)["peak_bytes"]
+    t_off, t_on = step_time(off, batch, segment, steps), step_time(on, batch, segment, steps)
+    cut, extra = 1 - peak_on / peak_off, t_on / t_off - 1
+    print(f"# abl3 checkpointing: peak -{cut:.0%}, time {extra:+.0%}", file=sys.stderr, flush=True)
+    return {
+        "peak_bytes_off": peak_off,
+        "peak_bytes_on": peak_on,
+        "step_time_s_off": t_off,
+        "step_time_s_on": t_on,
+        "peak_cut": cut,
+        "extra_step_time": extra,
+        "targets": {
+            "peak_cut_at_least_40_percent": cut >= 0.4,
+            "extra_time_under_40_percent": extra < 0.4,
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny shapes: prove the script runs")
+    ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        batch, segment, segments, steps = 2, 0.25, [0.125, 0.25, 0.5, 1.0], 1
+    else:
+        batch, segment, segments, steps = 6, 2.0, [1.0, 2.0, 4.0, 8.0], 3
+    t0 = time.perf_counter()
+    doc = schema.document(
+        "benchmark",
+        name="memory",
+        quick=args.quick,
+        device="cpu",
+        method="measured: torch.profiler allocator events; predicted: meta-tensor trace",
+        side_by_side=side_by_side(batch, segment),
+        growth=growth(batch, segments),
+        checkpointing=checkpointing(batch, segment, steps),
+        wall_time_s=time.perf_counter() - t0,
+        environment=environment(),
+    )
+    text = json.dumps(doc, indent=2)
+    if args.out:
+        from bsmamba.files import write_text
+
+        write_text(args.out, text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
