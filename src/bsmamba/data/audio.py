@@ -94,6 +94,16 @@ def read(path: str | Path, sample_rate: int = 16000, resample: bool = False) -> 
     return wav
 
 
+def convert(src: str | Path, dst: str | Path, sample_rate: int = 16000) -> float:
+    """Read any mono file, resample it (soxr HQ) and write 16-bit WAV ``dst``; returns seconds."""
+    wav, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    if wav.shape[1] != 1:
+        raise AudioError(f"{src}: {wav.shape[1]} channels; expected mono")
+    out = resample(wav[:, 0], rate, sample_rate)
+    write(dst, out, sample_rate)
+    return len(out) / sample_rate
+
+
 def write(path: str | Path, wav: np.ndarray, sample_rate: int = 16000, subtype: str = "PCM_16"):
     """Write float audio ``(S,)`` atomically (16-bit PCM WAV by default; clipped to [-1, 1])."""
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)

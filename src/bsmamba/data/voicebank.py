@@ -182,17 +182,6 @@ class TestSet(Dataset):
 # ---------------------------------------------------------------- bsmamba prepare-voicebank
 
 
-def _resample_one(job: tuple[str, str]) -> float:
-    """Resample one file to 16 kHz (atomic write); returns its duration in seconds."""
-    src, dst = job
-    wav, rate = audio.sf.read(src, dtype="float32", always_2d=True)
-    if wav.shape[1] != 1:
-        raise audio.AudioError(f"{src}: {wav.shape[1]} channels; VoiceBank files are mono")
-    out = audio.resample(wav[:, 0], rate, FS)
-    audio.write(dst, out, FS)
-    return len(out) / FS
-
-
 def _snr_logs(src: Path) -> dict[str, tuple[str, float]]:
     """name -> (noise, snr_db) from the release's logfiles/*.txt ("p232_001 bus 7.5"), if any."""
     out = {}
@@ -214,6 +203,7 @@ def prepare(src: str | Path, dst: str | Path, workers: int = 2) -> dict:
     manifest is rewritten last. Returns a summary dict (files, resampled, skipped).
     """
     import hashlib
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import soxr
@@ -235,16 +225,20 @@ def prepare(src: str | Path, dst: str | Path, workers: int = 2) -> dict:
                 f"{src}: {len(lonely)} file(s) without their twin between {clean_d} and "
                 f"{noisy_d}, e.g. {', '.join(lonely[:5])}; re-download or remove them"
             )
-    jobs = [
-        (str(src / d / n), str(dst / d / n))
-        for d in LAYOUT
-        for n in names[d]
-        if not (dst / d / n).is_file()
-    ]
+    for stale in dst.glob("*/.*.tmp"):  # temp files of a killed run (writes are atomic)
+        stale.unlink()
+    todo = [(d, n) for d in LAYOUT for n in names[d] if not (dst / d / n).is_file()]
     total = sum(len(v) for v in names.values())
-    if jobs:
-        with ProcessPoolExecutor(max(1, workers)) as pool:
-            list(pool.map(_resample_one, jobs, chunksize=16))
+    srcs = [str(src / d / n) for d, n in todo]
+    dsts = [str(dst / d / n) for d, n in todo]
+    if workers <= 1:
+        for a, b in zip(srcs, dsts, strict=True):
+            audio.convert(a, b, FS)
+    elif todo:
+        # spawn: the workers import only bsmamba.data.audio, not torch
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            list(pool.map(audio.convert, srcs, dsts, [FS] * len(todo), chunksize=16))
     logs = _snr_logs(src)
     entries = []
     for d in LAYOUT:
@@ -277,7 +271,7 @@ def prepare(src: str | Path, dst: str | Path, workers: int = 2) -> dict:
             files=entries,
         ),
     )
-    return {"files": total, "resampled": len(jobs), "skipped": total - len(jobs)}
+    return {"files": total, "resampled": len(todo), "skipped": total - len(todo)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
