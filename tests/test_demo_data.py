@@ -90,3 +90,13 @@ def test_bundle_is_small_and_licensed():
     for folder in {p.parent for p in bundle.rglob("*.ogg")}:
         assert any(p.name in ("LICENSE.md", "COPYING", "README.md") for p in folder.iterdir())
     assert (bundle / "speech_cc-by-sa-3.0").is_dir()
+
+
+def test_documented_noisy_baseline(root):
+    from bsmamba.evaluate import evaluate_dirs
+
+    s = evaluate_dirs(root / "clean_testset_wav", root / "noisy_testset_wav", workers=0)
+    assert s["failed"] == 0 and s["scored"] == 22
+    for key, want in demo.NOISY_BASELINE.items():
+        assert s["metrics"]["enhanced"][key]["mean"] == pytest.approx(want, abs=2e-3), key
+    assert set(s["by_snr"]) == {"2.5", "7.5", "12.5", "17.5"}

@@ -41,6 +41,19 @@ MIXES_PER_CLIP = {"train": 4, "valid": 4, "test": 2}
 # Generated noises: white/pink in training, brown/speech-shaped only in the test set.
 GENERATED = {"white": "train", "pink": "train", "brown": "test", "speech_shaped": "test"}
 VALID_SPEAKERS = ("cards",)
+# Metrics of the unprocessed noisy test inputs (22 pairs, 16 kHz, composite.m convention):
+# what every enhanced score on the demo set should be read against. Recomputed by
+# tests/test_demo_data.py; VB-DMD's own noisy baseline is PESQ 1.97, CSIG 3.35, CBAK 2.44,
+# COVL 2.63, SSNR 1.68, STOI 0.91.
+NOISY_BASELINE = {
+    "pesq": 2.015,
+    "csig": 3.263,
+    "cbak": 2.787,
+    "covl": 2.634,
+    "ssnr": 6.768,
+    "stoi": 0.935,
+    "si_sdr": 9.620,
+}
 DIRS = {
     "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
     "test": ("clean_testset_wav", "noisy_testset_wav"),
