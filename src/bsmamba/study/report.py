@@ -367,7 +367,7 @@ def shapes_note(doc: dict) -> str:
         "utterances": "one seed: std across utterances",
     }.get(doc["std_over"], "std over seeds or utterances (mixed)")
     return (
-        f"Metrics: mean ± {std}; {doc['n_test_utterances']} test utterances. "
+        f"Metrics: mean ± std ({std}); {doc['n_test_utterances']} test utterances. "
         "Params and peak memory (live tensor bytes of one training step; measured, or "
         "predicted where marked pred.) at the plan's shape: "
         f"batch {p['batch_size']} x {p['segment_s']:g} s. "
