@@ -31,6 +31,9 @@ def test_paired_bootstrap_interval_and_verdicts():
     assert again == better
     partial = claims.paired_bootstrap(_utts(base[:10]), _utts(base), n_boot=50)
     assert partial["n"] == 10 and partial["mean_diff"] == 0.0
+    # Too few pairs: even a consistent gain is no more than "not significant".
+    few = claims.paired_bootstrap(_utts(base[:3] + 1.0), _utts(base[:3]), n_boot=50)
+    assert few["ci_low"] > 0 and claims.ranking_verdict(few) == claims.NOT_SIGNIFICANT
     assert claims.ranking_verdict(claims.paired_bootstrap({}, {})) == claims.NOT_MEASURED
 
 

@@ -26,6 +26,7 @@ PLAN_DECODER_M = {"adaptive": 1.85, "uniform": 3.45}  # "1.85M vs 3.45M"
 PLAN_DECODER_SAVING = 46.0  # "%"
 PLAN_BIDIR_GAIN = 0.3  # "+0.3 PESQ expected"
 PLAN_BATCH = 6
+MIN_PAIRED = 10  # fewer paired utterances than this: a bootstrap interval means nothing
 
 
 def paired_bootstrap(
@@ -59,6 +60,8 @@ def ranking_verdict(ci: dict) -> str:
     """``a >= b``: holds if the whole interval is above 0, fails if below, else not significant."""
     if ci["mean_diff"] is None:
         return NOT_MEASURED
+    if ci["n"] < MIN_PAIRED:
+        return NOT_SIGNIFICANT
     if ci["ci_low"] > 0:
         return HOLDS
     if ci["ci_high"] < 0:
@@ -239,6 +242,8 @@ def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[d
             f"ΔPESQ {ci['mean_diff']:+.3f}, 95% CI [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
         )
         boot = f"paired bootstrap over {ci['n']} utterances, {ci['n_boot']} resamples{demo}"
+        if ci["n"] < MIN_PAIRED:
+            boot += f"; fewer than {MIN_PAIRED} utterances: no verdict beyond not significant"
         return _row(claim, claimed, measured, ranking_verdict(ci), f"{boot}{note}", bootstrap=ci)
 
     rows = [
