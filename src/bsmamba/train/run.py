@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from bsmamba import config, files, schema
 from bsmamba.train import checkpoint as ckpt_io
-from bsmamba.train.module import PRECISIONS, EnhancementModule
+from bsmamba.train.module import PRECISIONS, SCHEDULERS, EnhancementModule
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
 
@@ -177,14 +177,22 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
         files.write_json(out / "results.json", results)
         _write_ladder(out, events, cfg)
         _summary(cfg, out, results)
+    if trainer.world_size > 1:
+        # Leave together: a rank exiting while a peer still talks to it can abort the peer.
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return results
 
 
-class _LastCheckpoint(Callback):
-    """Rewrites ``last.ckpt`` every ``every`` optimizer steps and at each epoch's end.
+class _LastCheckpoint(Checkpoint):
+    """Rewrites ``last.ckpt`` every ``every`` optimizer steps, at each epoch's end and when
+    training stops (max_steps, max_time): the final weights are always in it.
 
-    Not at ``on_train_end``: a checkpoint written there (after a ``max_steps`` stop mid-epoch)
-    restores as if the epoch had finished, which breaks exact resume.
+    A ``Checkpoint`` subclass, so Lightning runs it after its Timer (``should_stop`` is then
+    known at batch end) and adds no default checkpointer of its own. Never at
+    ``on_train_end``: after a stop mid-epoch that checkpoint restores as a finished epoch.
     """
 
     def __init__(self, path: Path, every: int):
@@ -196,14 +204,17 @@ class _LastCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every > 0 and step > 0 and step % self.every == 0 and step != self._saved_at:
+        if step == self._saved_at or step == 0:
+            return
+        periodic = self.every > 0 and step % self.every == 0
+        if periodic or trainer.should_stop or 0 < trainer.max_steps <= step:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Also called when max_steps/max_time stop an epoch midway: such a checkpoint would
         # restore as a finished epoch, so only complete epochs are saved here.
         ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        if ready >= trainer.num_training_batches:
+        if ready >= trainer.num_training_batches and trainer.global_step != self._saved_at:
             self._save(trainer)
 
 
@@ -284,6 +295,8 @@ def _validate(cfg: DictConfig) -> DictConfig:
     t = cfg.train
     if t.device not in ACCELERATORS:
         raise ValueError(f"unknown train.device {t.device!r}; valid: {', '.join(ACCELERATORS)}")
+    if t.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if t.precision not in PRECISIONS:
         raise ValueError(f"unknown train.precision {t.precision!r}; valid: {', '.join(PRECISIONS)}")
     for key in ("batch_size", "epochs", "val_every", "grad_accumulate"):
@@ -343,6 +356,8 @@ def _quiet(on: bool) -> None:
         ".*GPU available but not used.*",
         ".*treespec, LeafSpec.*",
         ".*dataloader is not resumable.*",  # EpochSampler resumes mid-epoch by itself
+        ".*when logging on epoch level in distributed.*",  # validation sums are reduced by hand
+        ".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*",  # idle discriminator
     ):
         warnings.filterwarnings("ignore", message=msg)
     for name in ("lightning.pytorch", "lightning.fabric"):

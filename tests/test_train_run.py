@@ -1,0 +1,166 @@
+"""`run(cfg)` and `bsmamba train` end to end on a tiny model and a tiny prepared folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bsmamba import config
+from bsmamba.train import run
+
+TRAIN_DIRS = ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav")
+TEST_DIRS = ("clean_testset_wav", "noisy_testset_wav")
+
+
+def make_dataset(root: Path, per_speaker: int = 4, seconds: float = 1.0, seed: int = 0) -> Path:
+    """A prepared-VoiceBank-layout folder of voiced-like harmonic signals in white noise.
+
+    Speakers p001, p002 train; p226 validates (declared in manifest.json); p232 is the test set.
+    """
+    rng = np.random.default_rng(seed)
+    for d in TRAIN_DIRS + TEST_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+
+    def pair() -> tuple[np.ndarray, np.ndarray]:
+        f0 = rng.uniform(100, 220)
+        env = 0.5 * (1 - np.cos(2 * np.pi * t * rng.uniform(2, 4)))  # syllable-rate envelope
+        harmonics = sum(
+            np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 12)
+        )
+        clean = 0.1 * env * harmonics
+        return (clean + 0.03 * rng.standard_normal(n)).astype(np.float32), clean.astype(np.float32)
+
+    for dirs, names in (
+        (
+            TRAIN_DIRS,
+            [f"{s}_{i:03d}" for s in ("p001", "p002", "p226") for i in range(per_speaker)],
+        ),
+        (TEST_DIRS, ["p232_000", "p232_001"]),
+    ):
+        for name in names:
+            noisy, clean = pair()
+            sf.write(root / dirs[0] / f"{name}.wav", clean, 16000)
+            sf.write(root / dirs[1] / f"{name}.wav", noisy, 16000)
+    (root / "manifest.json").write_text(json.dumps({"valid_speakers": ["p226"]}))
+    return root
+
+
+def tiny(data: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long run: dim 16, 0.5 s crops, batch 2, one thread."""
+    return [
+        "model.preset=abl3",
+        "model.dim=16",
+        f"data.path={data}",
+        "data.segment_s=0.5",
+        "data.valid_speakers=[p226]",
+        "train.batch_size=2",
+        "train.threads=1",
+        "train.progress=false",
+        "memory.check=false",
+        f"train.out={out}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return make_dataset(tmp_path_factory.mktemp("vb"))
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
+    out = tmp_path / "run"
+    res = run(config.load(overrides=tiny(data, out, "train.max_steps=5", "train.epochs=3")))
+    assert res["kind"] == "train_results" and res["steps"] == 5
+    assert res["params"] > 0 and res["nonfinite_steps"] == 0 and res["step_time_s"] > 0
+    # 8 training items / batch 2 = 4 steps an epoch: one validation, with real PESQ and STOI
+    assert len(res["validation"]) == 1 and 1.0 <= res["best_val_pesq"] <= 4.65
+    assert 0.0 <= res["best_val_stoi"] <= 1.0
+    for name in ("config.yaml", "environment.json", "results.json", "logs/csv/metrics.csv"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    best = out / res["best_checkpoint"]
+    assert best.is_file() and "pesq=" in best.name
+    meta = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["bsmamba"]
+    assert meta["format_version"] == 1 and meta["model_config"]["dim"] == 16
+    assert config.load(out / "config.yaml").model.dim == 16  # the resolved config reloads
+    # A finished run is not trained again.
+    stamp = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    again = run(config.load(overrides=tiny(data, out, "train.max_steps=5", "train.epochs=3")))
+    assert again == res
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+
+
+def test_resume_mid_epoch_is_exact(data, tmp_path):
+    base = ["train.epochs=3", "train.ckpt_every_n_steps=3"]
+    straight = run(config.load(overrides=tiny(data, tmp_path / "a", *base, "train.max_steps=6")))
+    run(config.load(overrides=tiny(data, tmp_path / "b", *base, "train.max_steps=3")))
+    # Step 3 is mid-epoch (4 steps an epoch): continue the run to step 6 from its last.ckpt.
+    (tmp_path / "b" / "results.json").unlink()
+    resumed = run(config.load(overrides=tiny(data, tmp_path / "b", *base, "train.max_steps=6")))
+    assert resumed["steps"] == straight["steps"] == 6
+    a, b = (_weights(tmp_path / d / "checkpoints" / "last.ckpt") for d in "ab")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["validation"] == straight["validation"]
+
+
+def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path):
+    out = tmp_path / "oom"
+    over = tiny(data, out, "train.max_steps=4", "train.epochs=2", "train.ckpt_every_n_steps=1")
+    over += ["memory.inject_oom_at_step=2", "memory.ladder=[train.batch_size=1]"]
+    res = run(config.load(overrides=over))
+    assert res["steps"] == 4 and res["batch_size"] == 1
+    (event,) = [e for e in res["ladder_events"] if e["event"] == "step_down"]
+    assert event["changes"] == [{"key": "train.batch_size", "from": 2, "to": 1}]
+    ladder = json.loads((out / "ladder.json").read_text())
+    assert ladder["config"]["train"]["batch_size"] == 1
+    assert config.load(out / "config.yaml").train.batch_size == 1
+
+
+def test_metricgan_and_scheduler_train(data, tmp_path):
+    out = tmp_path / "gan"
+    over = tiny(data, out, "train.max_steps=6", "train.epochs=2", "train.metricgan_from_epoch=1")
+    over += ["train.scheduler=step", "train.scheduler_gamma=0.5", "train.log_every=1"]
+    res = run(config.load(overrides=over))
+    assert res["steps"] == 6  # the discriminator's own steps do not count as training steps
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(5e-4)
+    rows = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("loss_disc")
+    assert any(r.split(",")[col] for r in rows[1:])  # logged once the GAN is on (epoch 1)
+
+
+def test_cli_errors_are_one_line(data, capsys):
+    from bsmamba import cli
+
+    assert cli.main(["train", "--data", str(data), "train.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["train", "--preset", "bsrnn", "--batch-size", "3", "--print-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "mixer: lstm" in shown and "batch_size: 3" in shown
+
+
+def test_unknown_choices_are_refused_with_the_valid_ones(data, tmp_path):
+    for key, valid in (
+        ("train.scheduler=linear", "none, step, cosine"),
+        ("train.precision=16-mixed", "32-true, bf16-mixed"),
+        ("train.device=tpu", "auto, cpu, cuda, mps"),
+    ):
+        with pytest.raises(ValueError, match=valid):
+            run(config.load(overrides=tiny(data, tmp_path / "x", key)))
