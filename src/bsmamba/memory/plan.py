@@ -495,7 +495,7 @@ def main(args: argparse.Namespace) -> int:
     overridden = {k: v for k, v in base.items() if k != "preset"}
     results: dict[str, Any] = {}
     for name in presets:
-        kwargs = base if name == cfg.model.preset else {**_preset_kwargs(name, overridden, cfg)}
+        kwargs = base if name == cfg.model.preset else _preset_kwargs(name, overridden)
         res = plan(
             kwargs,
             cfg.train.batch_size,
@@ -514,7 +514,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _preset_kwargs(name: str, current: dict, cfg) -> dict:
+def _preset_kwargs(name: str, current: dict) -> dict:
     """Another preset's kwargs with the same non-preset overrides (stft, scan backend) kept."""
     from bsmamba import config
 
