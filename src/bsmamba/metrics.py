@@ -145,18 +145,28 @@ def _crit_filters(fs: int, n_fft: int) -> np.ndarray:
     return filt * (filt > np.exp(-30.0 / (2.0 * 2.303)))  # cut below the -30 dB point
 
 
+def _n_fft(w: int) -> int:
+    return 2 ** math.ceil(math.log2(2 * w))
+
+
+def _power(frames: np.ndarray) -> np.ndarray:
+    """(F, W) frames -> (F, n_fft/2 + 1) power spectra, n_fft = 2^ceil(log2(2W))."""
+    return np.abs(np.fft.rfft(frames, _n_fft(frames.shape[1]), axis=1)) ** 2
+
+
 def wss_frames(ref: np.ndarray, deg: np.ndarray, fs: int) -> np.ndarray:
     """Weighted spectral slope distance per frame (Klatt 1982, composite.m's ``wss``)."""
-    fr, fd = _frames(ref, fs), _frames(deg, fs)
-    w = fr.shape[1]
-    n_fft = 2 ** math.ceil(math.log2(2 * w))
+    return _wss(_power(_frames(ref, fs)), _power(_frames(deg, fs)), fs)
+
+
+def _wss(p_ref: np.ndarray, p_deg: np.ndarray, fs: int) -> np.ndarray:
+    n_fft = 2 * (p_ref.shape[1] - 1)
     filt = _crit_filters(fs, n_fft)  # (25, n_fft/2)
 
-    def band_db(frames):  # (F, W) -> (F, 25) band energies in dB
-        spec = np.abs(np.fft.fft(frames, n_fft, axis=1)[:, : n_fft // 2]) ** 2
-        return 10 * np.log10(np.maximum(spec @ filt.T, 1e-10))
+    def band_db(power):  # (F, n_fft/2 + 1) -> (F, 25) band energies in dB
+        return 10 * np.log10(np.maximum(power[:, : n_fft // 2] @ filt.T, 1e-10))
 
-    er, ed = band_db(fr), band_db(fd)
+    er, ed = band_db(p_ref), band_db(p_deg)
     sr, sd = np.diff(er, axis=1), np.diff(ed, axis=1)  # (F, 24) spectral slopes
     k_max, k_locmax = 20.0, 1.0
 
@@ -191,13 +201,12 @@ def _local_peaks(e: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.take_along_axis(e, pick, axis=1)
 
 
-def _lpc(frames: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Autocorrelation (F, P+1) and LPC polynomial [1, -a] (F, P+1): composite.m's ``lpcoeff``.
+def _lpc(r: np.ndarray) -> np.ndarray:
+    """LPC polynomial [1, -a] (F, P+1) from autocorrelations r (F, P+1): composite.m's ``lpcoeff``.
 
     Levinson-Durbin, vectorised over frames (the loop runs over the model order only).
     """
-    f, w = frames.shape
-    r = np.stack([(frames[:, : w - k] * frames[:, k:]).sum(axis=1) for k in range(order + 1)], 1)
+    f, order = r.shape[0], r.shape[1] - 1
     a = np.zeros((f, order))
     err = r[:, 0].copy()
     for i in range(order):
@@ -206,14 +215,26 @@ def _lpc(frames: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
             a[:, :i] = a[:, :i] - k[:, None] * a[:, i - 1 :: -1][:, :i]
         a[:, i] = k
         err = (1 - k * k) * err
-    return r, np.concatenate([np.ones((f, 1)), -a], axis=1)
+    return np.concatenate([np.ones((f, 1)), -a], axis=1)
 
 
 def llr_frames(ref: np.ndarray, deg: np.ndarray, fs: int) -> np.ndarray:
     """Log-likelihood ratio per frame (composite.m's ``llr``; LPC order 10, 16 at >= 10 kHz)."""
+    return _llr(_frames(ref, fs), _frames(deg, fs), fs)
+
+
+def _autocorr(frames: np.ndarray, order: int) -> np.ndarray:
+    """(F, W) -> (F, order + 1) autocorrelation at lags 0..order (einsum: no temporaries)."""
+    w = frames.shape[1]
+    return np.stack(
+        [np.einsum("fw,fw->f", frames[:, : w - k], frames[:, k:]) for k in range(order + 1)], 1
+    )
+
+
+def _llr(f_ref: np.ndarray, f_deg: np.ndarray, fs: int) -> np.ndarray:
     order = 10 if fs < 10000 else 16
-    r_ref, a_ref = _lpc(_frames(ref, fs), order)
-    _, a_deg = _lpc(_frames(deg, fs), order)
+    r_ref = _autocorr(f_ref, order)
+    a_ref, a_deg = _lpc(r_ref), _lpc(_autocorr(f_deg, order))
     lag = np.abs(np.arange(order + 1)[:, None] - np.arange(order + 1)[None, :])
     toeplitz = r_ref[:, lag]  # (F, P+1, P+1)
     num = np.einsum("fi,fij,fj->f", a_deg, toeplitz, a_deg)
@@ -249,10 +270,15 @@ def composite(ref, deg, fs: int = 16000, convention: str = "matlab", pesq_score=
     p = pesq(ref, deg, fs, raw=True) if pesq_score is None else float(pesq_score)
     ref, deg = _as_pair(ref, deg, lengths="trim")
     ref, deg = ref + EPS, deg + EPS
-    scale = 32768.0 if convention == "cmgan" else 1.0
-    wss = _best(wss_frames(ref / scale, deg / scale, fs))
-    llr = _best(llr_frames(ref, deg, fs))
-    ssnr = float(segsnr_frames(ref, deg, fs).mean())
+    f_ref, f_deg = _frames(ref, fs), _frames(deg, fs)
+    p_ref, p_deg = _power(f_ref), _power(f_deg)
+    # cmgan: audio / 32768 before WSS = power / 32768^2 (a power of two: bit-identical)
+    gain = 32768.0**-2 if convention == "cmgan" else 1.0
+    wss = _best(_wss(p_ref * gain, p_deg * gain, fs))
+    llr = _best(_llr(f_ref, f_deg, fs))
+    signal = (f_ref**2).sum(axis=1)
+    noise = ((f_ref - f_deg) ** 2).sum(axis=1)
+    ssnr = float(np.clip(10 * np.log10(signal / (noise + EPS) + EPS), -10, 35).mean())
     csig = 3.093 - 1.029 * llr + 0.603 * p - 0.009 * wss
     cbak = 1.634 + 0.478 * p - 0.007 * wss + 0.063 * ssnr
     covl = 1.594 + 0.805 * p - 0.512 * llr - 0.007 * wss
