@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -326,8 +327,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
-    import sys
-
     summary = evaluate_dirs(
         args.clean,
         args.enhanced,
