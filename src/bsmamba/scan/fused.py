@@ -19,7 +19,9 @@ Step loops iterate over ``unbind`` views: indexing ``x[:, t]`` in a loop is very
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -44,18 +46,65 @@ def _chunk_states(h0, u, delta, A, B):
     return H, a
 
 
+def _chunk_states_functional(h0, u, delta, A, B):
+    """``_chunk_states`` without in-place ops, for torch.compile: inductor fuses the unrolled
+    steps into one pass per element, where in-place updates of views would copy the chunk."""
+    a = torch.exp(delta[..., None] * A)
+    bu = (delta * u)[..., None] * B[:, :, None, :]
+    hs, h = [], h0
+    for a_t, b_t in zip(a.unbind(0), bu.unbind(0), strict=True):
+        h = a_t * h + b_t
+        hs.append(h)
+    return torch.stack(hs), a
+
+
+def _chunk_backward(h0, u, delta, A, B, C, dy, carry, functional=False):
+    """Gradients of one chunk (shapes as ``_chunk_states``; dy (k, b, d)); ``carry`` is
+    a_{t+1} g_{t+1} flowing in from the chunk after. Returns du, ddelta, dA, dB, dC, carry.
+    ``functional=True`` avoids in-place ops (for torch.compile)."""
+    H, a = (_chunk_states_functional if functional else _chunk_states)(h0, u, delta, A, B)
+    dC = torch.einsum("kbdn,kbd->kbn", H, dy)
+    # adjoint recurrence g_t = dy_t C_t + a_{t+1} g_{t+1}, last step of the chunk first
+    G = dy[..., None] * C[:, :, None, :]  # (k, b, d, n): dy_t C_t
+    As = a.unbind(0)
+    if functional:
+        gs, g = [], carry
+        for t in range(len(As) - 1, -1, -1):
+            g = G[t] + g
+            gs.append(g)
+            g = As[t] * g  # what flows into step t - 1
+        G, carry = torch.stack(gs[::-1]), g
+        X = G * a * torch.cat([h0[None], H[:-1]])
+    else:
+        G[-1] += carry
+        Gs = G.unbind(0)
+        for t in range(len(Gs) - 2, -1, -1):
+            Gs[t].addcmul_(As[t + 1], Gs[t + 1])
+        carry = As[0] * Gs[0]
+        X = G * a
+        X[1:] *= H[:-1]
+        X[0] *= h0
+    # X = g_t * a_t * h_{t-1}: the part of the gradient that flows through the decay
+    dA = torch.einsum("kbdn,kbd->dn", X, delta)
+    GB = torch.einsum("kbdn,kbn->kbd", G, B)  # dLoss/d(delta_t u_t)
+    ddelta = torch.einsum("kbdn,dn->kbd", X, A) + GB * u
+    dB = torch.einsum("kbdn,kbd->kbn", G, delta * u)
+    return GB * delta, ddelta, dA, dB, dC, carry
+
+
 class _ScanCore(torch.autograd.Function):
     """y (L, b, d), h_last (b, d, n) = scan(u, delta (L, b, d), A (d, n), B, C (L, b, n))."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
         L, b, d = u.shape
+        states, _ = _steps()
         h = u.new_zeros(b, d, A.shape[1])
         starts, ys = [], []
         for s in range(0, L, chunk):
             e = min(s + chunk, L)
             starts.append(h)
-            H, _ = _chunk_states(h, u[s:e], delta[s:e], A, B[s:e])
+            H, _ = states(h, u[s:e], delta[s:e], A, B[s:e])
             ys.append(torch.einsum("kbdn,kbn->kbd", H, C[s:e]))
             h = H[-1].clone()  # a clone, so the chunk's H can be freed
         ctx.chunk = chunk
@@ -67,34 +116,73 @@ class _ScanCore(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         u, delta, A, B, C, starts = ctx.saved_tensors
         chunk, L = ctx.chunk, u.shape[0]
+        _, step_back = _steps()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA = torch.zeros_like(A)
-        carry = dlast if dlast is not None else torch.zeros_like(starts[0])  # a_{t+1} g_{t+1}
+        carry = dlast if dlast is not None else torch.zeros_like(starts[0])
         for c in reversed(range(len(starts))):
             s = c * chunk
             e = min(s + chunk, L)
-            u_c, delta_c, B_c, C_c, dy_c = u[s:e], delta[s:e], B[s:e], C[s:e], dy[s:e]
-            H, a = _chunk_states(starts[c], u_c, delta_c, A, B_c)
-            dC[s:e] = torch.einsum("kbdn,kbd->kbn", H, dy_c)
-            # adjoint recurrence, last step of the chunk first
-            G = dy_c[..., None] * C_c[:, :, None, :]  # (k, b, d, n): dy_t C_t
-            G[-1] += carry
-            Gs, As = G.unbind(0), a.unbind(0)
-            for t in range(e - s - 2, -1, -1):
-                Gs[t].addcmul_(As[t + 1], Gs[t + 1])
-            carry = As[0] * Gs[0]
-            # dLoss/d(a_t) * a_t * h_{t-1}: the part of the gradient that flows through the decay
-            X = G * a
-            X[1:] *= H[:-1]
-            X[0] *= starts[c]
-            ddelta_c = torch.einsum("kbdn,dn->kbd", X, A)
-            dA += torch.einsum("kbdn,kbd->dn", X, delta_c)
-            GB = torch.einsum("kbdn,kbn->kbd", G, B_c)  # dLoss/d(delta_t u_t)
-            ddelta[s:e] = ddelta_c + GB * u_c
-            du[s:e] = GB * delta_c
-            dB[s:e] = torch.einsum("kbdn,kbd->kbn", G, delta_c * u_c)
+            du[s:e], ddelta[s:e], dA_c, dB[s:e], dC[s:e], carry = step_back(
+                starts[c], u[s:e], delta[s:e], A, B[s:e], C[s:e], dy[s:e], carry
+            )
+            dA += dA_c
         return du, ddelta, dA, dB, dC, None
+
+
+# Optional torch.compile of the per-chunk bodies (fuses their elementwise passes). Off unless
+# BSMAMBA_SCAN_COMPILE=1; any failure falls back to eager and is recorded for `bsmamba doctor`.
+_COMPILED: dict[str, object] = {}
+COMPILE_ENV = "BSMAMBA_SCAN_COMPILE"
+
+
+def compile_requested() -> bool:
+    return os.environ.get(COMPILE_ENV, "0").lower() in ("1", "true", "yes", "on")
+
+
+def compile_status() -> tuple[bool, str]:
+    """(active, why): whether the chunk bodies run under torch.compile in this process."""
+    if not compile_requested():
+        return False, f"off ({COMPILE_ENV} is not set to 1)"
+    if "error" in _COMPILED:
+        return False, f"requested but fell back to eager: {_COMPILED['error']}"
+    if not _COMPILED:
+        return True, "requested; compiles on the first scan (may take a minute)"
+    return True, "on (torch.compile of the per-chunk step bodies)"
+
+
+def _steps():
+    """The (forward, backward) chunk bodies to use: compiled when requested and working."""
+    if not compile_requested() or "error" in _COMPILED:
+        return _chunk_states, _chunk_backward
+    if not _COMPILED:
+        try:
+            _COMPILED["states"] = torch.compile(_chunk_states_functional, dynamic=False)
+            _COMPILED["backward"] = torch.compile(
+                functools.partial(_chunk_backward, functional=True), dynamic=False
+            )
+        except Exception as e:  # noqa: BLE001
+            _COMPILED["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            return _chunk_states, _chunk_backward
+    return _Guarded(_COMPILED["states"], _chunk_states), _Guarded(
+        _COMPILED["backward"], _chunk_backward
+    )
+
+
+class _Guarded:
+    """Call the compiled body; on its first failure switch this process to eager for good."""
+
+    def __init__(self, compiled, eager):
+        self.compiled, self.eager = compiled, eager
+
+    def __call__(self, *args):
+        if "error" not in _COMPILED:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001
+                _COMPILED["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        return self.eager(*args)
 
 
 def selective_scan_fused(
