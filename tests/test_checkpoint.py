@@ -1,0 +1,88 @@
+"""Checkpoints: atomic writes, weights_only loads, RNG states as plain data, best-of-run lookup."""
+
+from __future__ import annotations
+
+import datetime
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import bsmamba
+from bsmamba.train import checkpoint as ckpt_io
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.randn()  # leave a cached Gaussian in NumPy's state
+    path = tmp_path / "rng.pt"
+    torch.save(ckpt_io.rng_state(), path)
+    expected = _draws()
+    _draws()  # move every generator on
+    ckpt_io.set_rng_state(torch.load(path, weights_only=True))
+    assert _draws() == expected
+
+
+def test_atomic_io_keeps_the_old_file_when_a_write_fails(tmp_path):
+    io = ckpt_io.AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    good = {"bsmamba": {"format_version": 1, "model_config": {}}, "w": torch.ones(3)}
+    io.save_checkpoint(good, path)
+    with pytest.raises(Exception):  # noqa: B017  (whatever pickling raises for a lambda)
+        io.save_checkpoint({"bsmamba": {}, "bad": lambda: 0}, path)
+    assert torch.equal(io.load_checkpoint(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+def test_load_refuses_what_it_cannot_trust(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ckpt_io.load(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="not a bsmamba checkpoint"):
+        ckpt_io.load(tmp_path / "foreign.ckpt")
+    torch.save({"bsmamba": {"format_version": 99}}, tmp_path / "future.ckpt")
+    with pytest.raises(ValueError, match="newer"):
+        ckpt_io.load(tmp_path / "future.ckpt")
+    (tmp_path / "trunc.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="cannot be read"):
+        ckpt_io.load(tmp_path / "trunc.ckpt")
+    # a pickled object (here a datetime): weights_only refuses it
+    torch.save(
+        {"bsmamba": {"format_version": 1}, "x": datetime.date(2020, 1, 1)}, tmp_path / "p.ckpt"
+    )
+    with pytest.raises(ValueError, match="cannot be read"):
+        ckpt_io.load(tmp_path / "p.ckpt")
+
+
+def test_run_dir_resolves_to_its_best_checkpoint(tmp_path):
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ckpt_io.resolve(tmp_path / "run")
+    (ck / "last.ckpt").write_bytes(b"x")
+    assert ckpt_io.resolve(tmp_path / "run") == ck / "last.ckpt"
+    for name in (
+        "best-e1-s10-pesq=1.850.ckpt",
+        "best-e3-s30-pesq=2.105.ckpt",
+        "best-e2-s20-pesq=1.990.ckpt",
+    ):
+        (ck / name).write_bytes(b"x")
+    assert ckpt_io.resolve(tmp_path / "run").name == "best-e3-s30-pesq=2.105.ckpt"
+    assert ckpt_io.resolve(ck / "last.ckpt") == ck / "last.ckpt"
+
+
+def test_saved_model_loads_as_an_enhancer(tmp_path):
+    torch.set_num_threads(1)
+    model = bsmamba.build_model("bsrnn", dim=8, num_layers=1)
+    path = ckpt_io.save_model(tmp_path / "m.ckpt", model)
+    enhancer = bsmamba.load(path)
+    assert enhancer.model.config == {**model.config, "checkpointing": False}
+    wav = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    with torch.no_grad():
+        expected = model(torch.from_numpy(wav)[None])[0].numpy()
+    np.testing.assert_allclose(enhancer.enhance(wav, 16000), expected, atol=1e-5)
