@@ -122,8 +122,13 @@ def check(results: dict, utts: dict[str, list], n_boot: int = 2000) -> list[dict
         note = f"budget {r.get('memory_budget')}"
         if shape["batch_size"] != PLAN_BATCH:
             note += f"; measured at batch {shape['batch_size']}, not the plan's {PLAN_BATCH}"
-        if r.get("ladder_events"):
-            note += f"; ladder: {len(r['ladder_events'])} rung(s) needed"
+        rungs = [e for e in r.get("ladder_events") or [] if e.get("event") == "step_down"]
+        if rungs:
+            note += f"; fits after {len(rungs)} ladder rung(s): " + ", ".join(
+                str(e.get("rung", e.get("reason", "?"))) for e in rungs
+            )
+        if r.get("ladder_error"):
+            note += f"; ladder: {r['ladder_error']}"
         verdict = HOLDS if r["fits_plan_shape"] else FAILS
         rows.append(_row(claim, "fits", measured, verdict, note))
 

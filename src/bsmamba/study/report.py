@@ -202,6 +202,7 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
             row["fits_plan_shape"] = _fits(plan)
             row["memory_budget"] = mem.get("budget")
             row["ladder_events"] = mem.get("ladder_events", [])
+            row["ladder_error"] = mem.get("ladder_error")
         per_seed, step_times, rtfs, seeds_status = [], [], [], {}
         for seed in meta["seeds"]:
             rdir = sdir / system / f"s{seed}"

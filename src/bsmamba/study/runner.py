@@ -153,7 +153,7 @@ def _memory_stage(cfg: DictConfig) -> dict:
         batch_size=b,
         segment_s=seg,
         budget=cfg.memory.budget,
-        device="cpu",
+        device=_plan_device(cfg),
         measure=bool(cfg.study.plan_measure),
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
@@ -165,7 +165,12 @@ def _memory_stage(cfg: DictConfig) -> dict:
             return out
         at_plan = copy.deepcopy(cfg)
         at_plan.train.batch_size, at_plan.data.segment_s = b, seg
-        fitted, events = ladder.fit(at_plan)
+        at_plan.memory.check = True  # the recipe may skip the in-run check; this one is asked for
+        try:
+            fitted, events = ladder.fit(at_plan)
+        except ValueError as e:  # even the last rung does not fit: a finding, not a crash
+            out["ladder_error"] = str(e)
+            return out
         out["ladder_events"] = events
         out["ladder_config"] = {
             "batch_size": fitted.train.batch_size,
@@ -173,6 +178,16 @@ def _memory_stage(cfg: DictConfig) -> dict:
             "checkpointing": fitted.model.checkpointing,
         }
     return out
+
+
+def _plan_device(cfg: DictConfig) -> str:
+    """Where the plan judges memory: the training device (``auto``: CUDA when present)."""
+    import torch
+
+    device = cfg.memory.get("device") or cfg.train.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device == "cuda" else "cpu"
 
 
 def _fits(plan_result: dict) -> bool:
