@@ -255,6 +255,7 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         else "measured input SNR, 5 dB bins",
         "noisy": noisy,
         "by_system": systems,
+        "warnings": meta.get("warnings", []),
     }
     return results, utts
 
@@ -437,6 +438,8 @@ def markdown(doc: dict) -> str:
         failures.insert(0, f"- noisy input evaluate: {doc['noisy']['error']}")
     if failures:
         out += ["### Stages that did not finish", "", *failures, ""]
+    if doc.get("warnings"):
+        out += ["### Warnings", "", *(f"- {w}" for w in doc["warnings"]), ""]
     header, rows = snr_rows(doc)
     if rows:
         out += [

@@ -296,6 +296,34 @@ def _resolve_data(cfg: DictConfig) -> Path:
 
 
 # ----------------------------------------------------------------------------- the study
+_FREE_TO_CHANGE = ("study.systems", "study.seeds", "study.out", "study.examples", "study.bootstrap")
+
+
+def _changed_since_last_run(sdir: Path, cfg: DictConfig) -> list[str]:
+    """Keys whose value differs from the study's last run: its finished stages are reused."""
+    old = (_read(sdir / "study.json") or {}).get("config")
+    if not old:
+        return []
+    flat_old, flat_new = _flat(old), _flat(config.to_dict(cfg))
+    keys = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+    keys = [k for k in keys if not k.startswith(_FREE_TO_CHANGE)]
+    if not keys:
+        return []
+    return [
+        f"{sdir} was run with other values of {', '.join(keys)}; its finished stages are reused "
+        "as they are (use a new --out to rerun them with this config)"
+    ]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     """Run (or resume) the study of ``cfg`` (build it with :func:`study_config`).
 
@@ -306,14 +334,18 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     import torch
 
     sdir = study_dir(cfg)
-    sdir.mkdir(parents=True, exist_ok=True)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(int(cfg.train.threads))
     systems = list(cfg.study.systems)
     seeds = [int(cfg.train.seed) + i for i in range(int(cfg.study.seeds))]
     for s in systems:
         run_config(cfg, s, 0, sdir)  # validates system names before any work
     root = _resolve_data(cfg)
+    warnings = (_read(sdir / "study.json") or {}).get("warnings", [])
+    for line in _changed_since_last_run(sdir, cfg):
+        echo(f"[study] warning: {line}")
+        warnings.append(line)
+    sdir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(int(cfg.train.threads))
     clean_dir, noisy_dir = _test_dirs(cfg, root, sdir)
     files.write_json(
         sdir / "study.json",
@@ -334,6 +366,7 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
             "train_budget_s": cfg.train.max_time_s,
             "train_max_steps": cfg.train.max_steps,
             "config": config.to_dict(cfg),
+            "warnings": warnings,
         },
     )
     computed: list[str] = []
