@@ -58,8 +58,8 @@ def _scatter(results: dict, x_key: str, x_scale: float, x_label: str, title: str
     return _save(fig, path)
 
 
-def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str] | None:
-    """(x, y, y-label) of one run's validation curve, from its results or its metrics CSV."""
+def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str, str] | None:
+    """(x, y, y-label, x-label) of one run's validation curve, from its results or metrics CSV."""
     res = train_record.get("results") or {}
     for key in ("val_curve", "history", "validation"):
         hist = res.get(key)
@@ -69,7 +69,7 @@ def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str
             if yk:
                 xk = "step" if "step" in hist[0] else "epoch"
                 pts = [(h.get(xk), h.get(yk)) for h in hist if h.get(yk) is not None]
-                return [p[0] for p in pts], [p[1] for p in pts], yk
+                return [p[0] for p in pts], [p[1] for p in pts], yk, xk
     for path in sorted(run_dir.rglob("metrics.csv")):
         with open(path) as f:
             rows = list(csv.DictReader(f))
@@ -81,7 +81,7 @@ def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str
         xk = "step" if "step" in rows[0] else "epoch"
         pts = [(float(r[xk]), float(r[yk])) for r in rows if r.get(yk) not in (None, "")]
         if pts:
-            return [p[0] for p in pts], [p[1] for p in pts], yk
+            return [p[0] for p in pts], [p[1] for p in pts], yk, xk
     return None
 
 
@@ -121,10 +121,11 @@ def figures(results: dict, study_dir: Path) -> list[str]:
                 curves.append((f"{s}/s{seed}", *c))
     if curves:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for label, x, y, _ in curves:
+        for label, x, y, _, _ in curves:
             ax.plot(x, y, marker="o", ms=3, label=label)
-        ax.set_xlabel("step" if len(curves[0][1]) and curves[0][1][-1] > 200 else "epoch / step")
-        ax.set_ylabel(curves[0][3])
+        ax.set_xlabel("optimizer step" if curves[0][4] == "step" else curves[0][4])
+        key = curves[0][3].replace("/", "_").replace("valid_", "val_")
+        ax.set_ylabel({"val_pesq": "validation PESQ", "val_loss": "validation loss"}.get(key, key))
         ax.set_title("validation curve per system", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
