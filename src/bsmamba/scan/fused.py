@@ -63,7 +63,7 @@ def _chunk_backward(h0, u, delta, A, B, C, dy, carry, functional=False):
     a_{t+1} g_{t+1} flowing in from the chunk after. Returns du, ddelta, dA, dB, dC, carry.
     ``functional=True`` avoids in-place ops (for torch.compile)."""
     H, a = (_chunk_states_functional if functional else _chunk_states)(h0, u, delta, A, B)
-    dC = torch.einsum("kbdn,kbd->kbn", H, dy)
+    dC = (dy.unsqueeze(-2) @ H).squeeze(-2)  # sum_d dy_t h_t: (k, b, n)
     # adjoint recurrence g_t = dy_t C_t + a_{t+1} g_{t+1}, last step of the chunk first
     G = dy[..., None] * C[:, :, None, :]  # (k, b, d, n): dy_t C_t
     As = a.unbind(0)
@@ -85,10 +85,11 @@ def _chunk_backward(h0, u, delta, A, B, C, dy, carry, functional=False):
         X[1:] *= H[:-1]
         X[0] *= h0
     # X = g_t * a_t * h_{t-1}: the part of the gradient that flows through the decay
-    dA = torch.einsum("kbdn,kbd->dn", X, delta)
-    GB = torch.einsum("kbdn,kbn->kbd", G, B)  # dLoss/d(delta_t u_t)
-    ddelta = torch.einsum("kbdn,dn->kbd", X, A) + GB * u
-    dB = torch.einsum("kbdn,kbd->kbn", G, delta * u)
+    # (batched matmuls and vecdot here: einsum picks slow permute + bmm paths for these on CPU)
+    dA = (X.flatten(0, 1) * delta.flatten(0, 1)[..., None]).sum(0)  # (d, n)
+    GB = torch.linalg.vecdot(G, B[:, :, None, :])  # dLoss/d(delta_t u_t): (k, b, d)
+    ddelta = torch.linalg.vecdot(X, A) + GB * u
+    dB = ((delta * u).unsqueeze(-2) @ G).squeeze(-2)  # (k, b, n)
     return GB * delta, ddelta, dA, dB, dC, carry
 
 
@@ -105,7 +106,7 @@ class _ScanCore(torch.autograd.Function):
             e = min(s + chunk, L)
             starts.append(h)
             H, _ = states(h, u[s:e], delta[s:e], A, B[s:e])
-            ys.append(torch.einsum("kbdn,kbn->kbd", H, C[s:e]))
+            ys.append(torch.linalg.vecdot(H, C[s:e, :, None, :]))  # C_t . h_t: (k, b, d)
             h = H[-1].clone()  # a clone, so the chunk's H can be freed
         ctx.chunk = chunk
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
