@@ -88,3 +88,20 @@ def test_unknown_names_raise_listing_the_valid_ones(kwargs, word):
 def test_unknown_preset_lists_presets():
     with pytest.raises(ValueError, match="bsrnn, modified, abl1, abl2, abl3"):
         build_model("abl4")
+
+
+def test_runs_on_the_meta_device_for_memory_prediction():
+    with torch.device("meta"):
+        model = build_model("abl3", **TINY)
+        out = model(torch.randn(2, 3000))
+        out.sum().backward()
+    assert out.shape == (2, 3000) and out.is_meta
+
+
+def test_bf16_autocast_keeps_the_scan_in_float32_and_trains():
+    model = build_model("abl2", **TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(1, 2000))
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

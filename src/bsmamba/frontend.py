@@ -7,6 +7,7 @@ trims back to the requested length.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _WINDOWS = {
@@ -62,13 +63,21 @@ class Frontend(nn.Module):
         )
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        """complex spectrogram (B, F, T) -> wav (B, length)."""
-        return torch.istft(
-            spec,
-            self.n_fft,
-            self.hop_length,
-            self.win_length,
-            self.window.to(spec.real.dtype),
-            center=True,
-            length=length,
-        )
+        """complex spectrogram (B, F, T) -> wav (B, length).
+
+        Windowed overlap-add divided by the summed squared window (what ``torch.istft`` does),
+        written out so that it also runs on meta and fake tensors (memory prediction):
+        ``torch.istft`` checks the window envelope on data.
+        """
+        B, _, T = spec.shape
+        n_fft, hop = self.n_fft, self.hop_length
+        pad = (n_fft - self.win_length) // 2  # torch.stft centres a short window in n_fft
+        win = F.pad(self.window.to(spec.real.dtype), (pad, n_fft - self.win_length - pad))
+        frames = torch.fft.irfft(spec, n=n_fft, dim=1) * win[:, None]  # (B, n_fft, T)
+        total = n_fft + hop * (T - 1)
+        fold = dict(output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop))
+        wav = F.fold(frames, **fold).reshape(B, total)
+        env = F.fold((win**2)[None, :, None].expand(1, n_fft, T), **fold).reshape(total)
+        start = n_fft // 2  # undo the centring pad
+        wav = wav[:, start : start + length] / env[start : start + length].clamp_min(1e-11)
+        return F.pad(wav, (0, length - wav.shape[-1]))

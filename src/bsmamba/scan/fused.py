@@ -19,6 +19,7 @@ Step loops iterate over ``unbind`` views: indexing ``x[:, t]`` in a loop is very
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -93,11 +94,22 @@ def _chunk_backward(h0, u, delta, A, B, C, dy, carry, functional=False):
     return GB * delta, ddelta, dA, dB, dC, carry
 
 
+def _no_autocast(device: torch.device):
+    if device.type in ("cpu", "cuda", "mps", "xpu") and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class _ScanCore(torch.autograd.Function):
     """y (L, b, d), h_last (b, d, n) = scan(u, delta (L, b, d), A (d, n), B, C (L, b, n))."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
+        with _no_autocast(u.device):  # the recurrence stays in u's dtype
+            return _ScanCore._forward(ctx, u, delta, A, B, C, chunk)
+
+    @staticmethod
+    def _forward(ctx, u, delta, A, B, C, chunk):
         L, b, d = u.shape
         states, _ = _steps()
         h = u.new_zeros(b, d, A.shape[1])
@@ -115,6 +127,13 @@ class _ScanCore(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dlast):
+        u = ctx.saved_tensors[0]
+        with _no_autocast(u.device):
+            dlast = None if dlast is None else dlast.to(u.dtype)
+            return _ScanCore._backward(ctx, dy.to(u.dtype), dlast)
+
+    @staticmethod
+    def _backward(ctx, dy, dlast):
         u, delta, A, B, C, starts = ctx.saved_tensors
         chunk, L = ctx.chunk, u.shape[0]
         _, step_back = _steps()
