@@ -101,12 +101,16 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def _stage(record_path: Path, name: str, fn, *, log: list) -> dict:
-    """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome."""
+def _stage(record_path: Path, name: str, fn, *, say) -> dict:
+    """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome.
+
+    ``say(stage, status)`` is told "reused", or "running" and then the final status.
+    """
     old = _read(record_path)
     if old and old.get("status") == DONE:
-        log.append((name, "reused"))
+        say(name, "reused")
         return old
+    say(name, "running")
     t0 = time.perf_counter()
     try:
         rec = {"status": DONE, **fn()}
@@ -124,7 +128,7 @@ def _stage(record_path: Path, name: str, fn, *, log: list) -> dict:
         }
     rec["stage_time_s"] = round(time.perf_counter() - t0, 3)
     files.write_json(record_path, {"record_version": RECORD_VERSION, "stage": name, **rec})
-    log.append((name, rec["status"]))
+    say(name, rec["status"])
     return rec
 
 
@@ -371,33 +375,32 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     )
     computed: list[str] = []
 
-    def _log(where: str, log: list) -> None:
-        for stage, status in log:
-            if status != "reused":
+    def teller(where: str):
+        def say(stage: str, status: str) -> None:
+            if status not in ("reused", "running"):
                 computed.append(f"{where}/{stage}")
             echo(f"[study] {where:<14} {stage:<9} {status}")
-        log.clear()
 
-    log: list = []
+        return say
+
     if not (sdir / "test_snr.json").exists():
         files.write_json(sdir / "test_snr.json", {"by_file": _input_snr(clean_dir, noisy_dir)})
     _stage(
         sdir / "noisy" / "evaluation.json",
         "evaluate",
         lambda: _evaluate_stage(clean_dir, noisy_dir, sdir / "noisy" / "eval"),
-        log=log,
+        say=teller("noisy"),
     )
-    _log("noisy", log)
 
     # Phase 1: seed-independent measurements at the plan's shape.
     fits: dict[str, bool] = {}
     for system in systems:
         rcfg = run_config(cfg, system, seeds[0], sdir / system)
-        _stage(sdir / system / "params.json", "params", lambda c=rcfg: _params_stage(c), log=log)
+        say = teller(system)
+        _stage(sdir / system / "params.json", "params", lambda c=rcfg: _params_stage(c), say=say)
         mem = _stage(
-            sdir / system / "memory.json", "memory", lambda c=rcfg: _memory_stage(c), log=log
+            sdir / system / "memory.json", "memory", lambda c=rcfg: _memory_stage(c), say=say
         )
-        _log(system, log)
         fits[system] = mem.get("status") != DONE or _fits(mem.get("plan", {}))
 
     only_abl3 = bool(cfg.study.abl3_only_fallback) and not all(fits.values())
@@ -417,22 +420,22 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
                     raise _Skip("abl3-only fallback (study.abl3_only_fallback) is active")
                 return _train_stage(c)
 
-            tr = _stage(rec_dir / "train.json", "train", _train, log=log)
+            say = teller(f"{system}/s{seed}")
+            tr = _stage(rec_dir / "train.json", "train", _train, say=say)
 
             def _enhance(d=rdir, ok=tr["status"] == DONE):
                 if not ok:
                     raise _Skip("training did not finish")
                 return _enhance_stage(d, noisy_dir, int(cfg.train.threads))
 
-            en = _stage(rec_dir / "enhance.json", "enhance", _enhance, log=log)
+            en = _stage(rec_dir / "enhance.json", "enhance", _enhance, say=say)
 
             def _evaluate(d=rdir, ok=en["status"] == DONE):
                 if not ok:
                     raise _Skip("enhancement did not finish")
                 return _evaluate_stage(clean_dir, d / "enhanced", d / "eval")
 
-            ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, log=log)
-            _log(f"{system}/s{seed}", log)
+            ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say)
             runs.setdefault(system, {})[str(seed)] = {
                 "train": tr["status"],
                 "enhance": en["status"],
