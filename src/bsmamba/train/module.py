@@ -132,7 +132,6 @@ class EnhancementModule(L.LightningModule):
         self.inject_oom_at_step = int(mem.get("inject_oom_at_step", -1)) if mem else -1
         self._resume: dict[str, Any] | None = None  # from on_load_checkpoint, used at train start
         self._samples_done = 0  # samples this rank consumed in the current epoch
-        self._train_sampler: EpochSampler | None = None
         self._pesq_budget = 0
         self.step_time_s_sum, self.step_count = 0.0, 0  # timing of steps after the first
         self.history: list[dict[str, float]] = []  # one row per validation
@@ -164,7 +163,6 @@ class EnhancementModule(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, train=True)
-        self._train_sampler = loader.sampler
         if self._resume is not None:
             loader.sampler.resume_at(self._resume["epoch"], self._resume["samples_done"])
         return loader
