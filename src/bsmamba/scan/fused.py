@@ -127,14 +127,15 @@ class _ScanCore(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dlast):
-        u = ctx.saved_tensors[0]
+        saved = ctx.saved_tensors  # unpack once: activation checkpointing insists
+        u = saved[0]
         with _no_autocast(u.device):
             dlast = None if dlast is None else dlast.to(u.dtype)
-            return _ScanCore._backward(ctx, dy.to(u.dtype), dlast)
+            return _ScanCore._backward(ctx, saved, dy.to(u.dtype), dlast)
 
     @staticmethod
-    def _backward(ctx, dy, dlast):
-        u, delta, A, B, C, starts = ctx.saved_tensors
+    def _backward(ctx, saved, dy, dlast):
+        u, delta, A, B, C, starts = saved
         chunk, L = ctx.chunk, u.shape[0]
         _, step_back = _steps()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
