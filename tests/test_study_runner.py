@@ -174,3 +174,23 @@ def test_a_failed_system_is_reported_and_the_others_finish(smoke):
     assert "Stages that did not finish" in md and "`abl3` s0/train" in md
     rows = {r[0]: r[1:] for r in _table(md, "## Results")}
     assert rows["abl3"][0] == "-" and rows["bsrnn"][0] != "-"
+
+
+def test_config_order_is_defaults_recipe_file_overrides(tmp_path):
+    from bsmamba.study import recipes, runner
+
+    smoke = recipes.recipe("smoke")
+    file = tmp_path / "study.yaml"
+    file.write_text("train:\n  lr: 0.0042\n  batch_size: 3\nstudy:\n  recipe: smoke\n")
+    cfg = runner.study_config(file, ["train.batch_size=5"])
+    assert cfg.study.recipe == "smoke"
+    assert cfg.train.max_steps == smoke["train.max_steps"]  # recipe over defaults
+    assert cfg.train.lr == 0.0042  # file over recipe
+    assert cfg.train.batch_size == 5  # override over file
+    # A run config is the system's preset plus the study's own model overrides.
+    cfg = runner.study_config(None, ["study.recipe=smoke", "model.scan_backend=reference"])
+    run = runner.run_config(cfg, "bsrnn", 3, tmp_path / "r")
+    assert run.model.mixer == "lstm" and run.model.scan_backend == "reference"
+    assert run.train.seed == 3 and run.train.out == str(tmp_path / "r")
+    with pytest.raises(ValueError, match="valid recipes"):
+        runner.study_config(None, ["study.recipe=nope"])
