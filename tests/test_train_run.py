@@ -164,3 +164,14 @@ def test_unknown_choices_are_refused_with_the_valid_ones(data, tmp_path):
     ):
         with pytest.raises(ValueError, match=valid):
             run(config.load(overrides=tiny(data, tmp_path / "x", key)))
+
+
+def test_resume_flag_continues_a_finished_run_with_a_larger_budget(data, tmp_path):
+    from bsmamba import cli
+
+    out = tmp_path / "more"
+    first = run(config.load(overrides=tiny(data, out, "train.max_steps=2", "train.epochs=3")))
+    assert first["steps"] == 2
+    assert cli.main(["train", "--resume", str(out), "train.max_steps=3"]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 3
+    assert json.loads((out / "results-s2.json").read_text()) == first  # the earlier finish kept

@@ -402,7 +402,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its last checkpoint (its config.yaml + overrides)",
+        help="continue the run in RUN_DIR from its last checkpoint (its config.yaml + overrides); "
+        "a finished run continues too, e.g. with a larger train.max_steps",
     )
     parser.add_argument("--json", action="store_true", help="print results.json to stdout")
 
@@ -415,6 +416,12 @@ def main(args: argparse.Namespace) -> int:
         if args.config is None:
             args.config = str(rd / "config.yaml")
         args.overrides = list(args.overrides or []) + [f"train.out={rd}"]
+        done = rd / "results.json"
+        if done.is_file() and not args.print_config and _rank() == 0:
+            # --resume on a finished run continues it (e.g. with a larger train.max_steps or
+            # train.epochs); the earlier results are kept beside the new ones.
+            steps = json.loads(done.read_text()).get("steps")
+            os.replace(done, rd / f"results-s{steps}.json")
     cfg = config.from_args(args)
     if args.print_config:
         print(config.to_yaml(cfg), end="")
