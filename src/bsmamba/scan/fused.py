@@ -4,8 +4,8 @@ Autograd through a step loop keeps (batch, d_inner, L, d_state) tensors alive fo
 the study shape that is hundreds of MB per block. Here a custom autograd Function saves only the
 inputs plus the state h at the start of every chunk of K ~ sqrt(L) steps. Backward walks the
 chunks last to first, recomputes the chunk's K states from its saved start, runs the adjoint
-recurrence over them, and turns it into input gradients with a few chunk-wide einsums. Peak extra
-memory is a handful of (K, batch, d_inner, d_state) tensors instead of (L, ...).
+recurrence over them, and turns it into input gradients with a few chunk-wide reductions. Peak
+extra memory is a handful of (K, batch, d_inner, d_state) tensors instead of (L, ...).
 
 Adjoint of h_t = a_t * h_{t-1} + b_t (a_t = exp(delta_t A), b_t = delta_t B_t u_t), y_t = C_t.h_t:
 
