@@ -175,3 +175,9 @@ def test_resume_flag_continues_a_finished_run_with_a_larger_budget(data, tmp_pat
     assert cli.main(["train", "--resume", str(out), "train.max_steps=3"]) == 0
     assert json.loads((out / "results.json").read_text())["steps"] == 3
     assert json.loads((out / "results-s2.json").read_text()) == first  # the earlier finish kept
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_gpu_is_a_clear_error(data, tmp_path):
+    with pytest.raises(ValueError, match="no CUDA device"):
+        run(config.load(overrides=tiny(data, tmp_path / "x", "train.device=cuda")))

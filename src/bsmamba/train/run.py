@@ -295,6 +295,13 @@ def _validate(cfg: DictConfig) -> DictConfig:
     t = cfg.train
     if t.device not in ACCELERATORS:
         raise ValueError(f"unknown train.device {t.device!r}; valid: {', '.join(ACCELERATORS)}")
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "train.device=cuda but torch sees no CUDA device; use --device cpu or auto"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if t.device == "mps" and not (mps and mps.is_available()):
+        raise ValueError("train.device=mps but torch sees no MPS device; use --device cpu or auto")
     if t.scheduler not in SCHEDULERS:
         raise ValueError(f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if t.precision not in PRECISIONS:
