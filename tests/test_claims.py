@@ -89,8 +89,14 @@ def test_parameter_memory_and_decoder_claims():
     saving = _find(rows, "Adaptive decoder")
     assert saving["verdict"] == claims.HOLDS and "48.0%" in saving["measured"]
     assert _find(rows, "Decoders: adaptive 1.85M")["verdict"] == claims.FAILS
+    assert _find(rows, "abl2 with the earlier settings")["verdict"] == claims.NOT_MEASURED
     res["by_system"]["abl3"]["params"] = 1_000_000
-    assert _find(claims.check(res, {}), "fewest parameters")["verdict"] == claims.HOLDS
+    res["by_system"]["abl2"]["earlier_params"] = 5_300_000  # -1.9% from "5.4M"
+    res["by_system"]["abl1"]["earlier_params"] = 3_000_000  # -30% from "4.31M"
+    rows = claims.check(res, {})
+    assert _find(rows, "fewest parameters")["verdict"] == claims.HOLDS
+    assert _find(rows, "abl2 with the earlier settings")["verdict"] == claims.HOLDS
+    assert _find(rows, "abl1 with the earlier settings")["verdict"] == claims.FAILS
 
 
 def test_missing_measurements_are_not_measured_never_guessed():

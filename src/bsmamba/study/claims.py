@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bsmamba.presets import CLAIMS
+from bsmamba.presets import CLAIMS, EARLIER, EARLIER_CLAIMS
 
 HOLDS, FAILS = "holds", "fails"
 NOT_SIGNIFICANT = "not significant"
@@ -108,6 +108,21 @@ def check(results: dict, utts: dict[str, list], n_boot: int = 2000) -> list[dict
         verdict = HOLDS if abs(off) <= PARAM_TOL else FAILS
         note = f"{off:+.1%} from the claim (tolerance ±{PARAM_TOL:.0%})"
         rows.append(_row(f"{s} has ~{c}M parameters", f"{c}M", _m(p), verdict, note))
+
+    # The plan's earlier settings ("4.31M", "down from 5.4M").
+    earlier = ", ".join(f"{k} {v}" for k, v in EARLIER.items())
+    for s in systems:
+        if s not in EARLIER_CLAIMS:
+            continue
+        c, p = EARLIER_CLAIMS[s], by[s].get("earlier_params")
+        claim = f"{s} with the earlier settings ({earlier}) had {c}M parameters"
+        if p is None:
+            rows.append(_row(claim, f"{c}M", "-", NOT_MEASURED))
+            continue
+        off = p / (c * 1e6) - 1
+        verdict = HOLDS if abs(off) <= PARAM_TOL else FAILS
+        note = f"{off:+.1%} from the claim (tolerance ±{PARAM_TOL:.0%})"
+        rows.append(_row(claim, f"{c}M", _m(p), verdict, note))
 
     # Memory at batch 6.
     shape = results["plan_shape"]

@@ -188,6 +188,7 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         if pr.get("status") == "done":
             counts = pr["params"]
             row["params"] = _total_params(counts)
+            row["earlier_params"] = pr.get("earlier_params")
             row["per_component_params"] = counts.get(
                 "by_component", {k: v for k, v in counts.items() if k != "total"}
             )

@@ -140,11 +140,15 @@ class _Skip(Exception):
 def _params_stage(cfg: DictConfig) -> dict:
     from bsmamba import build_model
     from bsmamba.params import count
+    from bsmamba.presets import EARLIER, EARLIER_CLAIMS
 
     kw = config.model_kwargs(cfg)
-    model = build_model(kw.pop("preset"), **kw)
-    counts = count(model)
-    return {"params": counts, "model": config.model_kwargs(cfg)}
+    preset = kw.pop("preset")
+    out = {"params": count(build_model(preset, **kw)), "model": config.model_kwargs(cfg)}
+    if preset in EARLIER_CLAIMS:  # the plan's pre-"memory-optimized" size of this system
+        out["earlier_params"] = count(build_model(preset, **{**kw, **EARLIER}))["total"]
+        out["earlier_overrides"] = dict(EARLIER)
+    return out
 
 
 def _memory_stage(cfg: DictConfig) -> dict:
