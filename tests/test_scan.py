@@ -123,15 +123,15 @@ def test_a_broken_mamba_ssm_does_not_break_import(tmp_path):
     assert res.stdout.startswith("fused") and "fake_cuda_kernel" in res.stdout
 
 
-def test_the_functional_chunk_bodies_for_torch_compile_match_the_in_place_ones():
-    from bsmamba.scan.fused import _chunk_backward
+def test_the_fusable_epilogue_for_torch_compile_matches_the_eager_one():
+    from bsmamba.scan.fused import _epilogue, _epilogue_fusable
 
     g = torch.Generator().manual_seed(11)
     k, b, d, n = 5, 2, 3, 4
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    args = (r(b, d, n), r(k, b, d), r(k, b, d).abs(), -r(d, n).exp(), r(k, b, n), r(k, b, n))
-    rest = (r(k, b, d), r(b, d, n))
-    eager = _chunk_backward(*args, *rest)
-    functional = _chunk_backward(*args, *rest, functional=True)
-    for e, f in zip(eager, functional, strict=True):
+    big = (r(k, b, d, n), r(k, b, d, n).abs(), r(k, b, d, n), r(b, d, n))
+    small = (r(k, b, d), r(k, b, d).abs(), -r(d, n).exp(), r(k, b, n))
+    eager = _epilogue(*[t.clone() for t in big], *small)
+    fusable = _epilogue_fusable(*big, *small)
+    for e, f in zip(eager, fusable, strict=True):
         torch.testing.assert_close(f, e)

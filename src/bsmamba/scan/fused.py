@@ -20,7 +20,6 @@ Step loops iterate over ``unbind`` views: indexing ``x[:, t]`` in a loop is very
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 
@@ -33,65 +32,66 @@ def default_chunk(L: int) -> int:
     return max(1, math.ceil(math.sqrt(L)))
 
 
-def _chunk_states(h0, u, delta, A, B):
-    """States of one chunk. h0 (b, d, n); u, delta (k, b, d); B (k, b, n); A (d, n).
+def _prologue(u, delta, A, B):
+    """Decays a_t = exp(delta_t A) and inputs b_t = delta_t u_t B_t of one chunk.
 
-    Returns H (k, b, d, n) with H[t] = h at step t, and the decays a (k, b, d, n).
+    u, delta (k, b, d); A (d, n); B (k, b, n) -> a, b (k, b, d, n).
     """
-    a = torch.exp(delta[..., None] * A)  # (k, b, d, n)
-    H = (delta * u)[..., None] * B[:, :, None, :]  # b_t, overwritten in place by h_t
+    return torch.exp(delta[..., None] * A), (delta * u)[..., None] * B[:, :, None, :]
+
+
+def _run_states(h0, a, H):
+    """h_t = a_t h_{t-1} + b_t in place: H holds b_t on entry and h_t on return."""
     h = h0
     for a_t, H_t in zip(a.unbind(0), H.unbind(0), strict=True):
-        H_t.addcmul_(a_t, h)  # h_t = b_t + a_t * h_{t-1}
+        H_t.addcmul_(a_t, h)
         h = H_t
-    return H, a
+    return H
 
 
-def _chunk_states_functional(h0, u, delta, A, B):
-    """``_chunk_states`` without in-place ops, for torch.compile: inductor fuses the unrolled
-    steps into one pass per element, where in-place updates of views would copy the chunk."""
-    a = torch.exp(delta[..., None] * A)
-    bu = (delta * u)[..., None] * B[:, :, None, :]
-    hs, h = [], h0
-    for a_t, b_t in zip(a.unbind(0), bu.unbind(0), strict=True):
-        h = a_t * h + b_t
-        hs.append(h)
-    return torch.stack(hs), a
+def _epilogue(G, a, H, h0, u, delta, A, B):
+    """Input gradients of one chunk from the adjoint g_t (G) and the states h_t (H).
+
+    Returns du, ddelta (k, b, d), dA (d, n), dB (k, b, n). In place on G's product; matmul and
+    vecdot reductions (einsum picks slow permute + bmm paths for these on CPU).
+    """
+    X = G * a  # g_t a_t h_{t-1}: the part of the gradient that flows through the decay
+    X[1:] *= H[:-1]
+    X[0] *= h0
+    dA = (X.flatten(0, 1) * delta.flatten(0, 1)[..., None]).sum(0)
+    GB = torch.linalg.vecdot(G, B[:, :, None, :])  # dLoss/d(delta_t u_t)
+    ddelta = torch.linalg.vecdot(X, A) + GB * u
+    dB = ((delta * u).unsqueeze(-2) @ G).squeeze(-2)
+    return GB * delta, ddelta, dA, dB
 
 
-def _chunk_backward(h0, u, delta, A, B, C, dy, carry, functional=False):
-    """Gradients of one chunk (shapes as ``_chunk_states``; dy (k, b, d)); ``carry`` is
-    a_{t+1} g_{t+1} flowing in from the chunk after. Returns du, ddelta, dA, dB, dC, carry.
-    ``functional=True`` avoids in-place ops (for torch.compile)."""
-    H, a = (_chunk_states_functional if functional else _chunk_states)(h0, u, delta, A, B)
+def _epilogue_fusable(G, a, H, h0, u, delta, A, B):
+    """``_epilogue`` as plain elementwise ops and sums, which torch.compile fuses."""
+    X = G * a * torch.cat([h0[None], H[:-1]])
+    GB = (G * B[:, :, None, :]).sum(-1)
+    ddelta = (X * A).sum(-1) + GB * u
+    dB = ((delta * u)[..., None] * G).sum(2)
+    return GB * delta, ddelta, (X * delta[..., None]).sum((0, 1)), dB
+
+
+def _chunk_backward(h0, u, delta, A, B, C, dy, carry, kernels):
+    """Gradients of one chunk (shapes as ``_prologue``; h0, carry (b, d, n); dy (k, b, d)).
+
+    ``carry`` is a_{t+1} g_{t+1} flowing in from the chunk after. Returns du, ddelta, dA, dB,
+    dC and the carry for the chunk before.
+    """
+    prologue, epilogue = kernels
+    a, H = prologue(u, delta, A, B)
+    H = _run_states(h0, a, H)  # recompute the chunk's states from its saved start
     dC = (dy.unsqueeze(-2) @ H).squeeze(-2)  # sum_d dy_t h_t: (k, b, n)
     # adjoint recurrence g_t = dy_t C_t + a_{t+1} g_{t+1}, last step of the chunk first
-    G = dy[..., None] * C[:, :, None, :]  # (k, b, d, n): dy_t C_t
-    As = a.unbind(0)
-    if functional:
-        gs, g = [], carry
-        for t in range(len(As) - 1, -1, -1):
-            g = G[t] + g
-            gs.append(g)
-            g = As[t] * g  # what flows into step t - 1
-        G, carry = torch.stack(gs[::-1]), g
-        X = G * a * torch.cat([h0[None], H[:-1]])
-    else:
-        G[-1] += carry
-        Gs = G.unbind(0)
-        for t in range(len(Gs) - 2, -1, -1):
-            Gs[t].addcmul_(As[t + 1], Gs[t + 1])
-        carry = As[0] * Gs[0]
-        X = G * a
-        X[1:] *= H[:-1]
-        X[0] *= h0
-    # X = g_t * a_t * h_{t-1}: the part of the gradient that flows through the decay
-    # (batched matmuls and vecdot here: einsum picks slow permute + bmm paths for these on CPU)
-    dA = (X.flatten(0, 1) * delta.flatten(0, 1)[..., None]).sum(0)  # (d, n)
-    GB = torch.linalg.vecdot(G, B[:, :, None, :])  # dLoss/d(delta_t u_t): (k, b, d)
-    ddelta = torch.linalg.vecdot(X, A) + GB * u
-    dB = ((delta * u).unsqueeze(-2) @ G).squeeze(-2)  # (k, b, n)
-    return GB * delta, ddelta, dA, dB, dC, carry
+    G = dy[..., None] * C[:, :, None, :]
+    G[-1] += carry
+    Gs, As = G.unbind(0), a.unbind(0)
+    for t in range(len(Gs) - 2, -1, -1):
+        Gs[t].addcmul_(As[t + 1], Gs[t + 1])
+    carry = As[0] * Gs[0]
+    return (*epilogue(G, a, H, h0, u, delta, A, B), dC, carry)
 
 
 def _no_autocast(device: torch.device):
@@ -111,13 +111,13 @@ class _ScanCore(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, u, delta, A, B, C, chunk):
         L, b, d = u.shape
-        states, _ = _steps()
+        prologue, _ = _kernels()
         h = u.new_zeros(b, d, A.shape[1])
         starts, ys = [], []
         for s in range(0, L, chunk):
             e = min(s + chunk, L)
             starts.append(h)
-            H, _ = states(h, u[s:e], delta[s:e], A, B[s:e])
+            H = _run_states(h, *prologue(u[s:e], delta[s:e], A, B[s:e]))
             ys.append(torch.linalg.vecdot(H, C[s:e, :, None, :]))  # C_t . h_t: (k, b, d)
             h = H[-1].clone()  # a clone, so the chunk's H can be freed
         ctx.chunk = chunk
@@ -137,7 +137,7 @@ class _ScanCore(torch.autograd.Function):
     def _backward(ctx, saved, dy, dlast):
         u, delta, A, B, C, starts = saved
         chunk, L = ctx.chunk, u.shape[0]
-        _, step_back = _steps()
+        kernels = _kernels()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA = torch.zeros_like(A)
@@ -145,17 +145,18 @@ class _ScanCore(torch.autograd.Function):
         for c in reversed(range(len(starts))):
             s = c * chunk
             e = min(s + chunk, L)
-            du[s:e], ddelta[s:e], dA_c, dB[s:e], dC[s:e], carry = step_back(
-                starts[c], u[s:e], delta[s:e], A, B[s:e], C[s:e], dy[s:e], carry
+            du[s:e], ddelta[s:e], dA_c, dB[s:e], dC[s:e], carry = _chunk_backward(
+                starts[c], u[s:e], delta[s:e], A, B[s:e], C[s:e], dy[s:e], carry, kernels
             )
             dA += dA_c
         return du, ddelta, dA, dB, dC, None
 
 
-# Optional torch.compile of the per-chunk bodies (fuses their elementwise passes). Off unless
-# BSMAMBA_SCAN_COMPILE=1; any failure falls back to eager and is recorded for `bsmamba doctor`.
-_COMPILED: dict[str, object] = {}
+# Optional torch.compile of the chunk-wide prologue and epilogue (fuses their elementwise passes;
+# the step loops stay eager). Off unless BSMAMBA_SCAN_COMPILE=1; any failure falls back to eager
+# for the rest of the process and is recorded for `bsmamba doctor`.
 COMPILE_ENV = "BSMAMBA_SCAN_COMPILE"
+_COMPILED: dict[str, object] = {}
 
 
 def compile_requested() -> bool:
@@ -163,36 +164,28 @@ def compile_requested() -> bool:
 
 
 def compile_status() -> tuple[bool, str]:
-    """(active, why): whether the chunk bodies run under torch.compile in this process."""
+    """(active, why): whether the chunk kernels run under torch.compile in this process."""
     if not compile_requested():
         return False, f"off ({COMPILE_ENV} is not set to 1)"
     if "error" in _COMPILED:
         return False, f"requested but fell back to eager: {_COMPILED['error']}"
     if not _COMPILED:
-        return True, "requested; compiles on the first scan (may take a minute)"
-    return True, "on (torch.compile of the per-chunk step bodies)"
+        return True, "requested; compiles on the first scan (seconds)"
+    return True, "on (torch.compile of the per-chunk prologue and epilogue)"
 
 
-def _steps():
-    """The (forward, backward) chunk bodies to use: compiled when requested and working."""
+def _kernels():
+    """(prologue, epilogue) to use: compiled when requested and working, else eager."""
     if not compile_requested() or "error" in _COMPILED:
-        return _chunk_states, _chunk_backward
+        return _prologue, _epilogue
     if not _COMPILED:
-        try:
-            _COMPILED["states"] = torch.compile(_chunk_states_functional, dynamic=False)
-            _COMPILED["backward"] = torch.compile(
-                functools.partial(_chunk_backward, functional=True), dynamic=False
-            )
-        except Exception as e:  # noqa: BLE001
-            _COMPILED["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-            return _chunk_states, _chunk_backward
-    return _Guarded(_COMPILED["states"], _chunk_states), _Guarded(
-        _COMPILED["backward"], _chunk_backward
-    )
+        _COMPILED["prologue"] = _Guarded(torch.compile(_prologue, dynamic=False), _prologue)
+        _COMPILED["epilogue"] = _Guarded(torch.compile(_epilogue_fusable, dynamic=False), _epilogue)
+    return _COMPILED["prologue"], _COMPILED["epilogue"]
 
 
 class _Guarded:
-    """Call the compiled body; on its first failure switch this process to eager for good."""
+    """Call the compiled kernel; on its first failure switch this process to eager for good."""
 
     def __init__(self, compiled, eager):
         self.compiled, self.eager = compiled, eager
