@@ -102,19 +102,23 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
     assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
 
 
-def test_resume_mid_epoch_is_exact(data, tmp_path):
+def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
     base = ["train.epochs=3", "train.ckpt_every_n_steps=3"]
     straight = run(config.load(overrides=tiny(data, tmp_path / "a", *base, "train.max_steps=6")))
-    run(config.load(overrides=tiny(data, tmp_path / "b", *base, "train.max_steps=3")))
-    # Step 3 is mid-epoch (4 steps an epoch): continue the run to step 6 from its last.ckpt.
-    (tmp_path / "b" / "results.json").unlink()
-    resumed = run(config.load(overrides=tiny(data, tmp_path / "b", *base, "train.max_steps=6")))
-    assert resumed["steps"] == straight["steps"] == 6
-    a, b = (_weights(tmp_path / d / "checkpoints" / "last.ckpt") for d in "ab")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert resumed["validation"] == straight["validation"]
+    a = _weights(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    # 4 steps an epoch: stop at step 3 (mid-epoch) or 4 (the epoch's last batch, before its
+    # validation), then continue the same run dir to step 6 from its last.ckpt.
+    for stop in (3, 4):
+        out = tmp_path / f"stop{stop}"
+        run(config.load(overrides=tiny(data, out, *base, f"train.max_steps={stop}")))
+        (out / "results.json").unlink()
+        resumed = run(config.load(overrides=tiny(data, out, *base, "train.max_steps=6")))
+        assert resumed["steps"] == straight["steps"] == 6
+        b = _weights(out / "checkpoints" / "last.ckpt")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (stop, k)
+        assert resumed["validation"] == straight["validation"]
 
 
 def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path):

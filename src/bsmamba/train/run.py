@@ -210,6 +210,12 @@ class _LastCheckpoint(Checkpoint):
         if periodic or trainer.should_stop or 0 < trainer.max_steps <= step:
             self._save(trainer)
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # A save at this step's batch end came before this validation: redo it, so that the
+        # validation (history, best score) is in last.ckpt too.
+        if not trainer.sanity_checking and trainer.global_step == self._saved_at:
+            self._save(trainer)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Also called when max_steps/max_time stop an epoch midway: such a checkpoint would
         # restore as a finished epoch, so only complete epochs are saved here.
