@@ -11,6 +11,7 @@ import torch
 
 import bsmamba
 from bsmamba.train import checkpoint as ckpt_io
+from bsmamba.train.callbacks import AtomicCheckpointIO
 
 
 def _draws() -> tuple:
@@ -29,7 +30,7 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
 
 
 def test_atomic_io_keeps_the_old_file_when_a_write_fails(tmp_path):
-    io = ckpt_io.AtomicCheckpointIO()
+    io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     good = {"bsmamba": {"format_version": 1, "model_config": {}}, "w": torch.ones(3)}
     io.save_checkpoint(good, path)

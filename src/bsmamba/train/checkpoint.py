@@ -8,7 +8,9 @@ callback state) plus a ``"bsmamba"`` entry::
 
 so that a checkpoint alone rebuilds its model (``bsmamba.load``) and holds no pickled objects.
 Writes go to a temp file beside the target, are fsynced, then renamed over it: a process killed at
-any moment leaves the previous checkpoint or the new one, never half of one.
+any moment leaves the previous checkpoint or the new one, never half of one (the Lightning side
+of this, the checkpoint IO and callbacks, is in :mod:`bsmamba.train.callbacks`). No Lightning
+import here: ``bsmamba.load`` and ``bsmamba enhance`` need only torch.
 """
 
 from __future__ import annotations
@@ -20,22 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bsmamba import files
 
 FORMAT_VERSION = 1
 LAST = "last.ckpt"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO with tmp + fsync + rename writes and ``weights_only`` loads."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        files.atomic_write(path, lambda f: torch.save(checkpoint, f))
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load(path, map_location=map_location or "cpu")
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

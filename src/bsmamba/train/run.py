@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from bsmamba import config, files, schema
 from bsmamba.train import checkpoint as ckpt_io
-from bsmamba.train.module import PRECISIONS, SCHEDULERS, EnhancementModule
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
 
@@ -96,12 +94,13 @@ def _write_ladder(out: Path, events: list[dict], cfg: DictConfig) -> None:
 
 def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int) -> dict:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from bsmamba import data
     from bsmamba.env import environment
     from bsmamba.model import BandSplitEnhancer
+    from bsmamba.train import callbacks as cb
+    from bsmamba.train.module import EnhancementModule
 
     t = cfg.train
     ckdir = out / "checkpoints"
@@ -120,20 +119,9 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
     module = EnhancementModule(model, cfg, train_set, valid_set)
     module.inject_oom_at_step = inject_oom_at_step
 
-    callbacks: list = [_LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
+    callbacks: list = [cb.LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
     if t.keep_best > 0:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckdir,
-                filename="best-e{epoch}-s{step}-pesq={val_pesq:.3f}",
-                monitor="val_pesq",
-                mode="max",
-                save_top_k=int(t.keep_best),
-                auto_insert_metric_name=False,
-                save_on_train_epoch_end=False,
-                enable_version_counter=False,
-            )
-        )
+        callbacks.append(cb.best_checkpoints(ckdir, int(t.keep_best)))
     devices, num_nodes, strategy = _distribution(cfg)
     trainer = L.Trainer(
         accelerator=ACCELERATORS[t.device],
@@ -151,7 +139,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
         log_every_n_steps=int(t.log_every),
         use_distributed_sampler=False,  # EpochSampler shards (and resumes) by itself
         callbacks=callbacks,
-        plugins=[ckpt_io.AtomicCheckpointIO()],
+        plugins=[cb.AtomicCheckpointIO()],
         logger=[
             TensorBoardLogger(out / "logs", name="tensorboard", version=""),
             CSVLogger(out / "logs", name="csv", version=""),
@@ -184,44 +172,6 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
         dist.barrier()
         dist.destroy_process_group()
     return results
-
-
-class _LastCheckpoint(Checkpoint):
-    """Rewrites ``last.ckpt`` every ``every`` optimizer steps, at each epoch's end and when
-    training stops (max_steps, max_time): the final weights are always in it.
-
-    A ``Checkpoint`` subclass, so Lightning runs it after its Timer (``should_stop`` is then
-    known at batch end) and adds no default checkpointer of its own. Never at
-    ``on_train_end``: after a stop mid-epoch that checkpoint restores as a finished epoch.
-    """
-
-    def __init__(self, path: Path, every: int):
-        self.path, self.every, self._saved_at = Path(path), every, -1
-
-    def _save(self, trainer) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # full: optimizers, loops ...
-        self._saved_at = trainer.global_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step == self._saved_at or step == 0:
-            return
-        periodic = self.every > 0 and step % self.every == 0
-        if periodic or trainer.should_stop or 0 < trainer.max_steps <= step:
-            self._save(trainer)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        # A save at this step's batch end came before this validation: redo it, so that the
-        # validation (history, best score) is in last.ckpt too.
-        if not trainer.sanity_checking and trainer.global_step == self._saved_at:
-            self._save(trainer)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Also called when max_steps/max_time stop an epoch midway: such a checkpoint would
-        # restore as a finished epoch, so only complete epochs are saved here.
-        ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        if ready >= trainer.num_training_batches and trainer.global_step != self._saved_at:
-            self._save(trainer)
 
 
 def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
@@ -298,6 +248,8 @@ def _rank() -> int:
 
 
 def _validate(cfg: DictConfig) -> DictConfig:
+    from bsmamba.train.module import PRECISIONS, SCHEDULERS
+
     t = cfg.train
     if t.device not in ACCELERATORS:
         raise ValueError(f"unknown train.device {t.device!r}; valid: {', '.join(ACCELERATORS)}")
