@@ -84,6 +84,7 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
     res = run(config.load(overrides=tiny(data, out, "train.max_steps=5", "train.epochs=3")))
     assert res["kind"] == "train_results" and res["steps"] == 5
     assert res["params"] > 0 and res["nonfinite_steps"] == 0 and res["step_time_s"] > 0
+    assert res["device"] == "cpu" and res["threads"] == 1 and res["precision"] == "32-true"
     # 8 training items / batch 2 = 4 steps an epoch: one validation, with real PESQ and STOI
     assert len(res["validation"]) == 1 and 1.0 <= res["best_val_pesq"] <= 4.65
     assert 0.0 <= res["best_val_stoi"] <= 1.0
