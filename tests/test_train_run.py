@@ -83,6 +83,7 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
     out = tmp_path / "run"
     res = run(config.load(overrides=tiny(data, out, "train.max_steps=5", "train.epochs=3")))
     assert res["kind"] == "train_results" and res["steps"] == 5
+    assert res["epochs"] == 1.25  # 4 steps an epoch
     assert res["params"] > 0 and res["nonfinite_steps"] == 0 and res["step_time_s"] > 0
     assert res["device"] == "cpu" and res["threads"] == 1 and res["precision"] == "32-true"
     # 8 training items / batch 2 = 4 steps an epoch: one validation, with real PESQ and STOI

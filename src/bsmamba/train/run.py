@@ -197,7 +197,7 @@ def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
         best_checkpoint=best_ckpt,
         last_checkpoint=os.path.relpath(out / "checkpoints" / ckpt_io.LAST, out),
         steps=int(trainer.global_step),
-        epochs=int(trainer.current_epoch),
+        epochs=_epochs(trainer, cfg),
         step_time_s=module.step_time_s(),
         wall_time_s=wall,
         params=int(params),
@@ -213,6 +213,14 @@ def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
         environment_path="environment.json",
         model_config=dict(module.model.config),
     )
+
+
+def _epochs(trainer, cfg: DictConfig) -> float | None:
+    """Epochs trained, as a fraction (steps x accumulation / batches per epoch): 1.25, not 2."""
+    per_epoch = trainer.num_training_batches
+    if not per_epoch or per_epoch == float("inf"):
+        return None
+    return round(trainer.global_step * int(cfg.train.grad_accumulate) / per_epoch, 3)
 
 
 def _rank_digests(trainer, module) -> dict:
@@ -354,8 +362,9 @@ def _summary(cfg: DictConfig, out: Path, r: dict) -> None:
     )
     _say(
         cfg,
-        f"{cfg.model.preset}: {r['steps']} steps, {r['epochs']} epochs in {r['wall_time_s']:.1f} s "
-        f"({step}); {best}; {r['nonfinite_steps']} non-finite steps skipped",
+        f"{cfg.model.preset}: {r['steps']} steps ({r['epochs']} epochs) in "
+        f"{r['wall_time_s']:.1f} s ({step}); {best}; "
+        f"{r['nonfinite_steps']} non-finite steps skipped",
         f"results: {out / 'results.json'}",
     )
 
