@@ -93,13 +93,20 @@ class BandSplitEnhancer(nn.Module):
     def sample_rate(self) -> int:
         return self.frontend.sample_rate
 
-    def forward_spectral(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """wav (B, S) -> (enhanced spectrum complex (B, F, T), RMS scale (B, 1))."""
+    def forward_spectral(
+        self, wav: torch.Tensor, scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav (B, S) -> (enhanced spectrum complex (B, F, T), RMS scale (B, 1)).
+
+        ``scale`` (B, 1) overrides the input's own RMS, e.g. a whole file's RMS when enhancing
+        it in chunks, so every chunk sees the same normalisation.
+        """
         if wav.dim() != 2:
             raise ValueError(
                 f"expected a waveform batch (B, samples), got shape {tuple(wav.shape)}"
             )
-        scale = wav.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(EPS)  # (B, 1)
+        if scale is None:
+            scale = wav.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(EPS)  # (B, 1)
         spec = self.frontend.stft(wav / scale)  # (B, F, T)
         mask = self.decoder(self.layout(self.encoder(spec)))  # (B, F, T, 3)
         return apply_mask(spec, mask), scale
