@@ -134,6 +134,7 @@ class EnhancementModule(L.LightningModule):
         self._samples_done = 0  # samples this rank consumed in the current epoch
         self._pesq_budget = 0
         self.step_time_s_sum, self.step_count = 0.0, 0  # timing of steps after the first
+        self._warm = False
         self.history: list[dict[str, float]] = []  # one row per validation
 
     # ---- data ----------------------------------------------------------------------------------
@@ -262,9 +263,10 @@ class EnhancementModule(L.LightningModule):
         self.log("loss", loss.detach(), on_step=True, prog_bar=True)
         for name, v in out.parts.items():
             self.log(name, v, on_step=True)
-        if batch_idx > 0:
+        if self._warm:  # the process's first step (allocator, oneDNN set-up) is not timed
             self.step_time_s_sum += time.perf_counter() - t0
             self.step_count += 1
+        self._warm = True
         return None
 
     def _discriminator_step(self, opt, out: losses.LossOutput, clean: torch.Tensor) -> torch.Tensor:
