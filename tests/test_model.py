@@ -88,6 +88,8 @@ def test_checkpointing_gives_the_same_gradients():
         ({"scan_backend": "fast"}, "reference, fused"),
         ({"merge": "mul"}, "concat, add"),
         ({"widths": 3}, "valid"),
+        ({"d_state": 0}, "d_state must be an integer >= 1"),
+        ({"dim": 8.5}, "dim must be an integer"),
     ],
 )
 def test_unknown_names_raise_listing_the_valid_ones(kwargs, word):

@@ -40,6 +40,10 @@ def resolve_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown stft argument(s) {sorted(bad)}; valid: {', '.join(_STFT_KEYS)}")
     out.update({k: v for k, v in kwargs.items() if k != "stft"})
     out["stft"] = {**out["stft"], **stft}
+    for key, low in (("dim", 1), ("num_layers", 1), ("d_state", 1), ("d_conv", 1), ("expand", 1),
+                     ("dt_rank", 0)):  # fmt: skip
+        if not isinstance(out[key], int) or out[key] < low:
+            raise ValueError(f"model.{key} must be an integer >= {low}, got {out[key]!r}")
     return out
 
 
