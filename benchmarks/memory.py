@@ -119,27 +119,31 @@ def _one_state_tensor_bytes(kw: dict, batch: int, segment: float) -> int:
     return batch * bands * frames * kw["expand"] * kw["dim"] * kw["d_state"] * 4
 
 
-def step_time(kw: dict, batch: int, segment: float, steps: int) -> float:
-    """Median wall time of ``steps`` real training steps after one warm-up step (seconds)."""
-    model = P._build(kw)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    noisy, clean = P._batch(model, batch, segment, "cpu")
-    times = []
+def step_times(kws: list[dict], batch: int, segment: float, steps: int) -> list[float]:
+    """Median wall time (s) of ``steps`` real training steps per config, after one warm-up each.
+
+    Steps of the configs alternate, so a load change on a shared machine hits all of them alike.
+    """
+    models = [P._build(kw) for kw in kws]
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+    noisy, clean = P._batch(models[0], batch, segment, "cpu")
+    times: list[list[float]] = [[] for _ in kws]
     for i in range(steps + 1):
-        t0 = time.perf_counter()
-        P._loss(model, noisy, clean).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for model, opt, out in zip(models, opts, times, strict=True):
+            t0 = time.perf_counter()
+            P._loss(model, noisy, clean).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i:
+                out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def checkpointing(batch: int, segment: float, steps: int) -> dict:
     off, on = kwargs("abl3"), kwargs("abl3", checkpointing=True)
     peak_off = P.measure(off, batch, segment)["peak_bytes"]
     peak_on = P.measure(on, batch, segment)["peak_bytes"]
-    t_off, t_on = step_time(off, batch, segment, steps), step_time(on, batch, segment, steps)
+    t_off, t_on = step_times([off, on], batch, segment, steps)
     cut, extra = 1 - peak_on / peak_off, t_on / t_off - 1
     print(f"# abl3 checkpointing: peak -{cut:.0%}, time {extra:+.0%}", file=sys.stderr, flush=True)
     return {
