@@ -92,10 +92,11 @@ def test_max_batch_is_the_largest_that_fits():
     kw = kwargs("modified")
     one = P.predict(kw, 1, 0.1)["peak_bytes"]
     budget = int(one * 2.5)
-    found = P.max_batch(kw, 0.1, budget)["max_batch_size"]
-    assert found >= 1
-    assert P.predict(kw, found, 0.1)["peak_bytes"] <= budget
-    assert P.predict(kw, found + 1, 0.1)["peak_bytes"] > budget
+    res = P.max_batch(kw, 0.1, budget)
+    found = res["max_batch_size"]
+    assert found >= 2
+    assert P.predict(kw, found, 0.1)["peak_bytes"] <= budget  # an independent check
+    assert res["by_batch"][str(found + 1)] > budget  # and the next batch was tried and failed
 
 
 def test_plan_command_json_and_text(capsys):
@@ -112,6 +113,9 @@ def test_plan_command_json_and_text(capsys):
         "activations_bytes",
         "batch_bytes",
     }
+    assert cli.main([*argv, "--budget", "1MiB", "--no-measure", "--max-batch", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["by_preset"]["modified"]["max_batch"]["max_batch_size"] == 0
     assert cli.main([*argv, "--budget", "1MiB", "--no-measure"]) == 0
     out = capsys.readouterr().out
     assert "does not fit" in out and "budget 1.00 MiB" in out

@@ -435,30 +435,31 @@ def max_batch(
     limit: int = 4096,
 ) -> dict[str, Any]:
     """Largest batch whose predicted step fits ``budget``: two predictions give the per-item
-    slope, the candidate is checked by a third prediction (and walked down until it fits).
+    slope; the candidate is then verified by predictions at exactly that batch (it fits) and
+    one more (it does not), walking down or up as needed.
 
-    Returns ``max_batch_size`` (0 when even batch 1 does not fit) and the predictions made.
+    Returns ``max_batch_size`` (0 when even batch 1 does not fit) and ``by_batch``: the
+    predicted bytes (verdict basis, so with the CUDA context on CUDA) of every batch tried.
     """
     budget_bytes = parse_bytes(budget)
     extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    tried: dict[int, int] = {}
 
-    def need(b: int) -> int:
-        return predict(model_kwargs, b, segment_s, device)["peak_bytes"] + extra
+    def fits(b: int) -> bool:
+        if b not in tried:
+            tried[b] = predict(model_kwargs, b, segment_s, device)["peak_bytes"] + extra
+        return tried[b] <= budget_bytes
 
-    p1, p2 = need(1), need(2)
-    tried = {1: p1, 2: p2}
-    if p1 > budget_bytes:
-        return {"max_batch_size": 0, "predicted_by_batch": tried}
-    slope = max(1, p2 - p1)
-    b = max(1, min(limit, 1 + (budget_bytes - p1) // slope))
-    while (
-        b > 1
-    ):  # verify: step down until the traced peak fits (activations are not exactly linear)
-        tried[b] = tried.get(b) or need(b)
-        if tried[b] <= budget_bytes:
-            break
-        b = max(1, int(b * budget_bytes / tried[b]))
-    return {"max_batch_size": int(b), "predicted_by_batch": {str(k): v for k, v in tried.items()}}
+    if not fits(1):
+        return {"max_batch_size": 0, "by_batch": {"1": tried[1]}}
+    fits(2)
+    slope = max(1, tried[2] - tried[1])
+    b = max(1, min(limit, 1 + (budget_bytes - tried[1]) // slope))
+    while b > 1 and not fits(b):  # activations are nearly, not exactly, linear in the batch
+        b = max(1, min(b - 1, int(b * budget_bytes / tried[b])))
+    while b < limit and fits(b + 1):
+        b += 1
+    return {"max_batch_size": int(b), "by_batch": {str(k): v for k, v in sorted(tried.items())}}
 
 
 # ---------------------------------------------------------------------------------------------
