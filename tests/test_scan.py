@@ -144,3 +144,15 @@ def test_the_fusable_epilogue_for_torch_compile_matches_the_eager_one():
     fusable = _epilogue_fusable(*big, *small)
     for e, f in zip(eager, fusable, strict=True):
         torch.testing.assert_close(f, e)
+
+
+def test_auto_picks_the_cuda_kernel_for_cuda_tensors_when_mamba_ssm_imports(monkeypatch):
+    # no GPU here: stand in for an importable kernel to check the decision itself
+    from bsmamba.scan import cuda
+
+    monkeypatch.setattr(cuda, "_kernel", lambda *a: None)
+    assert choose_backend("cuda")[0] == "cuda" and choose_backend("cpu")[0] == "fused"
+    monkeypatch.setattr(cuda, "_kernel", None)
+    monkeypatch.setattr(cuda, "IMPORT_ERROR", "ImportError: no module named mamba_ssm")
+    name, why = choose_backend("cuda")
+    assert name == "fused" and "mamba_ssm" in why
