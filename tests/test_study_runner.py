@@ -162,7 +162,7 @@ def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
     shutil.rmtree(run / "stages")
     (run / "results.json").unlink()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    res = _study(*args)
+    res = _study(*args, "study.jobs=1")  # the in-process path (the smoke recipe runs 2 jobs)
     assert res.returncode == 1 and "abl3/s0" in res.stderr
     finished = re.findall(r"^\[study\] (\S+)\s+(\S+)\s+(done|failed|skipped)$", res.stdout, re.M)
     assert finished == [

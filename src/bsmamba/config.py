@@ -136,6 +136,7 @@ class StudyConfig:
     examples: int = 3  # enhanced wavs + spectrogram PNGs per system in the report folder
     bootstrap: int = 2000  # paired-bootstrap resamples for ranking verdicts
     abl3_only_fallback: bool = False  # the plan's last resort: run abl3 alone if others don't fit
+    jobs: int = 1  # runs trained at once, each in its own process (use train.threads=1 then)
 
 
 @dataclass

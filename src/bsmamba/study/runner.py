@@ -238,12 +238,13 @@ def _enhance_stage(run_dir: Path, noisy_dir: Path, threads: int) -> dict:
     }
 
 
-def _evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path) -> dict:
+def _evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path, workers=None) -> dict:
     from bsmamba.evaluate import evaluate_dirs
 
-    n = len(list(Path(deg_dir).glob("*.wav")))
-    # Spawned scoring workers cost seconds to start: worth it only for more than a few files.
-    summary = evaluate_dirs(clean_dir, deg_dir, out_dir=out_dir, workers=2 if n > 8 else 0)
+    if workers is None:
+        # Spawned scoring workers cost seconds to start: worth it only for more than a few files.
+        workers = 2 if len(list(Path(deg_dir).glob("*.wav"))) > 8 else 0
+    summary = evaluate_dirs(clean_dir, deg_dir, out_dir=out_dir, workers=workers)
     return {"summary": summary, "per_utterance_csv": _utterance_csv(out_dir)}
 
 
@@ -303,8 +304,92 @@ def _resolve_data(cfg: DictConfig) -> Path:
     return Path(data.resolve(cfg.data.path))
 
 
+# ----------------------------------------------------------------------------- one run
+def _teller(where: str, echo, computed: list):
+    def say(stage: str, status: str) -> None:
+        if status not in ("reused", "running"):
+            computed.append(f"{where}/{stage}")
+        echo(f"[study] {where:<14} {stage:<9} {status}")
+
+    return say
+
+
+def _run_one(
+    cfg: DictConfig,
+    system: str,
+    seed: int,
+    sdir: Path,
+    clean_dir: Path,
+    noisy_dir: Path,
+    only_abl3: bool,
+    echo=print,
+    eval_workers: int | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """Train, enhance and score one system x seed; returns (stage statuses, stages computed)."""
+    rdir = sdir / system / f"s{seed}"
+    rcfg = run_config(cfg, system, seed, rdir)
+    rec_dir = rdir / "stages"
+    computed: list[str] = []
+    say = _teller(f"{system}/s{seed}", echo, computed)
+
+    def _train():
+        if only_abl3 and system != "abl3":
+            raise _Skip("abl3-only fallback (study.abl3_only_fallback) is active")
+        return _train_stage(rcfg)
+
+    tr = _stage(rec_dir / "train.json", "train", _train, say=say)
+
+    def _enhance():
+        if tr["status"] != DONE:
+            raise _Skip("training did not finish")
+        return _enhance_stage(rdir, noisy_dir, int(cfg.train.threads))
+
+    en = _stage(rec_dir / "enhance.json", "enhance", _enhance, say=say)
+
+    def _evaluate():
+        if en["status"] != DONE:
+            raise _Skip("enhancement did not finish")
+        return _evaluate_stage(clean_dir, rdir / "enhanced", rdir / "eval", eval_workers)
+
+    ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say)
+    statuses = {"train": tr["status"], "enhance": en["status"], "evaluate": ev["status"]}
+    return statuses, computed
+
+
+def _run_in_child(cfg_dict: dict, system: str, seed: int, args: tuple, quiet: bool):
+    import torch
+
+    from bsmamba.config import Config
+
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_dict)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(int(cfg.train.threads))
+    echo = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
+    # Scoring in this process: the runs already use the cores, and nested spawns cost seconds.
+    return _run_one(cfg, system, seed, *args, echo=echo, eval_workers=0)
+
+
+def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, quiet: bool) -> list:
+    """Runs in ``study.jobs`` spawned processes (one core each with ``train.threads=1``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfg_dict = config.to_dict(cfg)
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    with ProcessPoolExecutor(int(cfg.study.jobs), mp_context=ctx) as pool:
+        futures = [pool.submit(_run_in_child, cfg_dict, s, seed, args, quiet) for s, seed in tasks]
+        return [f.result() for f in futures]
+
+
 # ----------------------------------------------------------------------------- the study
-_FREE_TO_CHANGE = ("study.systems", "study.seeds", "study.out", "study.examples", "study.bootstrap")
+_FREE_TO_CHANGE = (
+    "study.systems",
+    "study.seeds",
+    "study.out",
+    "study.examples",
+    "study.bootstrap",
+    "study.jobs",
+)
 
 
 def _changed_since_last_run(sdir: Path, cfg: DictConfig) -> list[str]:
@@ -380,12 +465,7 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     computed: list[str] = []
 
     def teller(where: str):
-        def say(stage: str, status: str) -> None:
-            if status not in ("reused", "running"):
-                computed.append(f"{where}/{stage}")
-            echo(f"[study] {where:<14} {stage:<9} {status}")
-
-        return say
+        return _teller(where, echo, computed)
 
     if not (sdir / "test_snr.json").exists():
         files.write_json(sdir / "test_snr.json", {"by_file": _input_snr(clean_dir, noisy_dir)})
@@ -411,40 +491,17 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     if only_abl3:
         echo("[study] abl3-only fallback: not every system fits at the plan's shape")
 
-    # Phase 2: train, enhance and score every system x seed.
+    # Phase 2: train, enhance and score every system x seed (study.jobs runs at a time).
+    tasks = [(system, seed) for system in systems for seed in seeds]
+    args = (sdir, clean_dir, noisy_dir, only_abl3)
     runs: dict[str, dict] = {}
-    for system in systems:
-        for seed in seeds:
-            rdir = sdir / system / f"s{seed}"
-            rcfg = run_config(cfg, system, seed, rdir)
-            rec_dir = rdir / "stages"
-
-            def _train(c=rcfg, s=system):
-                if only_abl3 and s != "abl3":
-                    raise _Skip("abl3-only fallback (study.abl3_only_fallback) is active")
-                return _train_stage(c)
-
-            say = teller(f"{system}/s{seed}")
-            tr = _stage(rec_dir / "train.json", "train", _train, say=say)
-
-            def _enhance(d=rdir, ok=tr["status"] == DONE):
-                if not ok:
-                    raise _Skip("training did not finish")
-                return _enhance_stage(d, noisy_dir, int(cfg.train.threads))
-
-            en = _stage(rec_dir / "enhance.json", "enhance", _enhance, say=say)
-
-            def _evaluate(d=rdir, ok=en["status"] == DONE):
-                if not ok:
-                    raise _Skip("enhancement did not finish")
-                return _evaluate_stage(clean_dir, d / "enhanced", d / "eval")
-
-            ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say)
-            runs.setdefault(system, {})[str(seed)] = {
-                "train": tr["status"],
-                "enhance": en["status"],
-                "evaluate": ev["status"],
-            }
+    if int(cfg.study.jobs) <= 1:
+        outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
+    else:
+        outcomes = _run_parallel(cfg, tasks, args, quiet=echo is not print)
+    for (system, seed), (statuses, done_now) in zip(tasks, outcomes, strict=True):
+        runs.setdefault(system, {})[str(seed)] = statuses
+        computed.extend(done_now)
 
     results = None
     if report:
