@@ -68,7 +68,7 @@ class LiveBytes(TorchDispatchMode):
         owner = self._owners[-1] if self._owners else f"({self.phase})"
         self.records.append(_Record(st.nbytes(), self.clock, float("inf"), owner, category))
         self._alive[key] = idx
-        weakref.finalize(st, self._free, key, idx)
+        weakref.finalize(st, self._free, key, idx).atexit = False
         self._move(st.nbytes())
 
     def _free(self, key: int, idx: int) -> None:
