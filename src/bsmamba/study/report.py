@@ -251,6 +251,8 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         "train_shape": meta["train_shape"],
         "train_budget_s": meta.get("train_budget_s"),
         "train_max_steps": meta.get("train_max_steps"),
+        "train_threads": meta.get("train_threads"),
+        "jobs": meta.get("jobs", 1),
         "snr_grouping": "nominal mixing SNR (data manifest)"
         if levels
         else "measured input SNR, 5 dB bins",
@@ -365,6 +367,10 @@ def shapes_note(doc: dict) -> str:
     steps = doc.get("train_max_steps")
     limit = f", {budget:g} s per system" if budget else ""
     limit += f", at most {steps} steps" if steps and steps > 0 else ""
+    if doc.get("train_threads"):
+        limit += f", {doc['train_threads']} thread(s)"
+    if (doc.get("jobs") or 1) > 1:
+        limit += f", {doc['jobs']} runs at a time"
     std = {
         "seeds": "std across seeds (of per-seed means over utterances)",
         "utterances": "one seed: std across utterances",

@@ -458,6 +458,8 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
             "train_shape": {"batch_size": cfg.train.batch_size, "segment_s": cfg.data.segment_s},
             "train_budget_s": cfg.train.max_time_s,
             "train_max_steps": cfg.train.max_steps,
+            "train_threads": cfg.train.threads,
+            "jobs": cfg.study.jobs,
             "config": config.to_dict(cfg),
             "warnings": warnings,
         },
