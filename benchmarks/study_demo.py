@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         cfg = runner.study_config(overrides=recipe + [f"study.out={out}", *args.overrides])
         t0 = time.perf_counter()
-        res = runner.run_study(cfg, echo=lambda line: print(line, file=sys.stderr))
+        res = runner.run_study(
+            cfg, echo=lambda line: print(line, file=sys.stderr), child_stream="stderr"
+        )
         wall = time.perf_counter() - t0
         doc = res["results"]
         noisy = ((doc["noisy"].get("metrics") or {}).get("pesq") or {}).get("mean")

@@ -356,7 +356,7 @@ def _run_one(
     return statuses, computed
 
 
-def _run_in_child(cfg_dict: dict, system: str, seed: int, args: tuple, quiet: bool):
+def _run_in_child(cfg_dict: dict, system: str, seed: int, args: tuple, stream: str | None):
     import torch
 
     from bsmamba.config import Config
@@ -364,12 +364,13 @@ def _run_in_child(cfg_dict: dict, system: str, seed: int, args: tuple, quiet: bo
     cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_dict)
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
-    echo = (lambda line: None) if quiet else (lambda line: print(line, flush=True))
+    out = {"stdout": sys.stdout, "stderr": sys.stderr}.get(stream)
+    echo = (lambda line: print(line, file=out, flush=True)) if out else (lambda line: None)
     # Scoring in this process: the runs already use the cores, and nested spawns cost seconds.
     return _run_one(cfg, system, seed, *args, echo=echo, eval_workers=0)
 
 
-def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, quiet: bool) -> list:
+def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, stream: str | None) -> list:
     """Runs in ``study.jobs`` spawned processes (one core each with ``train.threads=1``)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -377,7 +378,7 @@ def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, quiet: bool) -> lis
     cfg_dict = config.to_dict(cfg)
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
     with ProcessPoolExecutor(int(cfg.study.jobs), mp_context=ctx) as pool:
-        futures = [pool.submit(_run_in_child, cfg_dict, s, seed, args, quiet) for s, seed in tasks]
+        futures = [pool.submit(_run_in_child, cfg_dict, s, seed, args, stream) for s, seed in tasks]
         return [f.result() for f in futures]
 
 
@@ -417,12 +418,16 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
+def run_study(
+    cfg: DictConfig, *, report: bool = True, echo=print, child_stream: str | None = "stdout"
+) -> dict:
     """Run (or resume) the study of ``cfg`` (build it with :func:`study_config`).
 
     Returns ``{"study_dir", "runs": {system: {seed: {stage: status}}}, "computed": [...],
     "results": <report.build(...) or None>}``; ``computed`` lists the stages that ran now
-    (empty on a rerun of a finished study).
+    (empty on a rerun of a finished study). ``echo`` prints progress lines; with
+    ``study.jobs > 1`` the run processes print theirs to ``child_stream`` ("stdout", "stderr" or
+    None for silence).
     """
     import torch
 
@@ -500,7 +505,7 @@ def run_study(cfg: DictConfig, *, report: bool = True, echo=print) -> dict:
     if int(cfg.study.jobs) <= 1:
         outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
     else:
-        outcomes = _run_parallel(cfg, tasks, args, quiet=echo is not print)
+        outcomes = _run_parallel(cfg, tasks, args, child_stream)
     for (system, seed), (statuses, done_now) in zip(tasks, outcomes, strict=True):
         runs.setdefault(system, {})[str(seed)] = statuses
         computed.extend(done_now)
@@ -545,7 +550,10 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(cfg))
         return 0
-    out = run_study(cfg, echo=(lambda *a: None) if args.json else print)
+    if args.json:  # stdout carries the JSON only
+        out = run_study(cfg, echo=lambda line: None, child_stream=None)
+    else:
+        out = run_study(cfg)
     if args.json:
         print(json.dumps(out["results"], indent=2))
     bad = [
