@@ -377,9 +377,18 @@ def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, stream: str | None)
 
     cfg_dict = config.to_dict(cfg)
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    outcomes = []
     with ProcessPoolExecutor(int(cfg.study.jobs), mp_context=ctx) as pool:
         futures = [pool.submit(_run_in_child, cfg_dict, s, seed, args, stream) for s, seed in tasks]
-        return [f.result() for f in futures]
+        for (system, seed), f in zip(tasks, futures, strict=True):
+            try:
+                outcomes.append(f.result())
+            except Exception as e:  # a run process died (killed by the OS, ...): resume reruns it
+                print(
+                    f"[study] {system}/s{seed}: run process died ({e}); rerun to resume", flush=True
+                )
+                outcomes.append((dict.fromkeys(("train", "enhance", "evaluate"), "crashed"), []))
+    return outcomes
 
 
 # ----------------------------------------------------------------------------- the study
