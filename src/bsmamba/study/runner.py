@@ -427,8 +427,12 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress must show up in a log file while a run trains
+
+
 def run_study(
-    cfg: DictConfig, *, report: bool = True, echo=print, child_stream: str | None = "stdout"
+    cfg: DictConfig, *, report: bool = True, echo=_print, child_stream: str | None = "stdout"
 ) -> dict:
     """Run (or resume) the study of ``cfg`` (build it with :func:`study_config`).
 
