@@ -22,8 +22,11 @@ def build_model(preset: str = "abl3", **overrides):
     return _build(preset, **overrides)
 
 
-def load(checkpoint, device: str = "cpu"):
-    """Load a checkpoint (``.ckpt`` or run directory) as an ``Enhancer`` (``weights_only``)."""
+def load(checkpoint, device: str = "cpu", **kwargs):
+    """Load a checkpoint (``.ckpt`` or run directory) as an ``Enhancer`` (``weights_only``).
+
+    Keyword arguments (``chunk_s``, ``overlap_s`` ...) go to ``bsmamba.enhance.load``.
+    """
     from bsmamba.enhance import load as _load
 
-    return _load(checkpoint, device=device)
+    return _load(checkpoint, device=device, **kwargs)
