@@ -249,6 +249,9 @@ def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[d
 
     pesq = {s: utterance_means(u, "pesq") for s, u in utts.items() if s != "noisy" and u}
     demo = " (on the demo set)" if results["is_demo_data"] else ""
+    if len(results.get("seeds", [])) == 1:
+        # Utterances are resampled, trainings are not: one seed cannot show training variance.
+        demo += "; one seed: the interval ignores training randomness (use --seeds 3)"
 
     def compare(a: str, b: str, claim: str, claimed: str, note: str = "") -> dict | None:
         if a not in results["systems"] or b not in results["systems"]:

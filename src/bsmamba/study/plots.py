@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,18 @@ def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
         return []
     clean_dir, noisy_dir = Path(meta["clean_dir"]), Path(meta["noisy_dir"])
     seed = results["seeds"][0]
+    shutil.rmtree(study_dir / "audio", ignore_errors=True)  # report output only: rebuilt whole
+    # Examples spread over the input SNRs (lowest to highest), not the first n by name.
+    snr = _read(study_dir / "test_snr.json").get("by_file", {})
+    by_snr = sorted(snr, key=snr.get)
+    picks = sorted({by_snr[round(i * (len(by_snr) - 1) / max(1, n - 1))] for i in range(n)})
     out = []
     for s in results["systems"]:
         enh = study_dir / s / f"s{seed}" / "enhanced"
         if _read(study_dir / s / f"s{seed}" / "stages" / "enhance.json").get("status") != "done":
             continue
-        for wav in sorted(enh.glob("*.wav"))[:n]:
+        wavs = [enh / p for p in picks if (enh / p).exists()] or sorted(enh.glob("*.wav"))[:n]
+        for wav in wavs:
             dst = study_dir / "audio" / s / wav.name
             files.atomic_write(dst, lambda f, w=wav: f.write(w.read_bytes()))
             x, fs = sf.read(str(wav), dtype="float32")
