@@ -155,6 +155,48 @@ class _ScanCore(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
+# Inference (no input needs a gradient) skips the autograd Function: nothing is saved, so the
+# scan can be tiled over batch as well as time. One tile's working set is a (K, batch tile, d, n)
+# block of decays and states; ~256k elements (1 MiB in float32) keeps it in cache, and then every
+# pass (exp, input, state update, readout) runs at cache speed. Measured on one thread at
+# (30 x 128 x 12, L 251) and (251 x 128 x 12, L 30): 2x to 2.5x faster than the training path.
+# A chunked "parallel" form (K x K decay matrices per (d, n)) costs K times more exp than this
+# loop when A differs per state, as in Mamba-1, so it does not pay on CPU.
+TILE_ELEMENTS = 1 << 18
+
+
+def _scan_inference(u, delta, A, B, C, chunk=None):
+    """y (L, b, d), h_last (b, d, n) as ``_ScanCore`` (shapes there), without autograd.
+
+    The batch is cut into tiles of ``bt`` rows and time into chunks of ``K`` steps so that one
+    (K, bt, d, n) block fits ``TILE_ELEMENTS``; ``chunk`` fixes K instead.
+    """
+    L, b, d = u.shape
+    n = A.shape[1]
+    bt = max(1, min(b, TILE_ELEMENTS // (d * n)))
+    K = int(chunk) if chunk else max(1, min(L, TILE_ELEMENTS // (bt * d * n)))
+    du = delta * u  # (L, b, d): the input's scale, delta_t u_t
+    ys, lasts = [], []
+    for i in range(0, b, bt):
+        j = min(i + bt, b)
+        h = u.new_zeros(j - i, d, n)
+        y = u.new_empty(L, j - i, d)
+        for s in range(0, L, K):
+            e = min(s + K, L)
+            a = torch.mul(delta[s:e, i:j, :, None], A).exp_()  # decays (k, bt, d, n)
+            H = torch.mul(du[s:e, i:j, :, None], B[s:e, i:j, None, :])  # inputs, then states
+            for a_t, H_t in zip(a.unbind(0), H.unbind(0), strict=True):
+                H_t.addcmul_(a_t, h)
+                h = H_t
+            # readout C_t . h_t as one batched (d, n) @ (n, 1) product per (step, row)
+            y[s:e] = torch.bmm(H.view(-1, d, n), C[s:e, i:j].reshape(-1, n, 1)).view(
+                e - s, j - i, d
+            )
+        ys.append(y)
+        lasts.append(h.clone())  # a clone, so the last chunk's buffer can be freed
+    return torch.cat(ys, 1), torch.cat(lasts, 0)
+
+
 # Optional torch.compile of the chunk-wide prologue and epilogue (fuses their elementwise passes;
 # the step loops stay eager). Off unless BSMAMBA_SCAN_COMPILE=1; any failure falls back to eager
 # for the rest of the process and is recorded for `bsmamba doctor`.
@@ -208,7 +250,8 @@ def selective_scan_fused(
 ):  # fmt: skip
     """Same signature and result as ``selective_scan_reference`` (see there for shapes), with
     backward memory O(L/K + K) states instead of O(L). ``chunk_size`` defaults to
-    min(ceil(sqrt(L)), 16)."""
+    min(ceil(sqrt(L)), 16). When no input needs a gradient the scan runs ``_scan_inference``
+    (same numbers up to rounding order, 2x+ faster on CPU)."""
     dtype = u.dtype
     if dtype in (torch.float16, torch.bfloat16):  # accumulate the recurrence in float32
         u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
@@ -218,14 +261,17 @@ def selective_scan_fused(
         delta = F.softplus(delta)
     L = u.shape[-1]
     chunk = int(chunk_size or default_chunk(L))
-    y, last = _ScanCore.apply(
+    core = (
         u.permute(2, 0, 1).contiguous(),  # (L, b, d)
         delta.permute(2, 0, 1).contiguous(),
         A.to(u.dtype).contiguous(),
         B.permute(2, 0, 1).to(u.dtype).contiguous(),  # (L, b, n)
         C.permute(2, 0, 1).to(u.dtype).contiguous(),
-        chunk,
     )
+    if any(t.requires_grad for t in core):
+        y, last = _ScanCore.apply(*core, chunk)
+    else:  # no autograd (inference, or torch.no_grad): the cache-tiled forward only
+        y, last = _scan_inference(*core, chunk_size)
     out = y.permute(1, 2, 0)  # (b, d, L)
     if D is not None:
         out = out + u * D[:, None].to(u.dtype)
