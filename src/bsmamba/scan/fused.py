@@ -197,6 +197,8 @@ def _scan_inference(u, delta, A, B, C, chunk=None):
             y[s:e] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
         ys.append(y)
         lasts.append(h.transpose(1, 2).clone())  # (bt, d, n); frees the last chunk's buffer
+    if len(ys) == 1:
+        return ys[0], lasts[0]
     return torch.cat(ys, 1), torch.cat(lasts, 0)
 
 
@@ -258,6 +260,13 @@ def selective_scan_fused(
     dtype = u.dtype
     if dtype in (torch.float16, torch.bfloat16):  # accumulate the recurrence in float32
         u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
+    extras = (t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in extras)):
+        out, last = _fused_inference(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size
+        )
+        out = out.to(dtype)
+        return (out, last) if return_last_state else out
     if delta_bias is not None:
         delta = delta + delta_bias[:, None].to(delta.dtype)
     if delta_softplus:
@@ -271,10 +280,7 @@ def selective_scan_fused(
         B.permute(2, 0, 1).to(u.dtype).contiguous(),  # (L, b, n)
         C.permute(2, 0, 1).to(u.dtype).contiguous(),
     )
-    if any(t.requires_grad for t in core):
-        y, last = _ScanCore.apply(*core, chunk)
-    else:  # no autograd (inference, or torch.no_grad): the cache-tiled forward only
-        y, last = _scan_inference(*core, chunk_size)
+    y, last = _ScanCore.apply(*core, chunk)
     out = y.permute(1, 2, 0)  # (b, d, L)
     if D is not None:
         out = out + u * D[:, None].to(u.dtype)
@@ -282,3 +288,27 @@ def selective_scan_fused(
         out = out * F.silu(z.to(out.dtype))
     out = out.to(dtype)
     return (out, last) if return_last_state else out
+
+
+def _fused_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
+    """``selective_scan_fused`` without autograd: out (b, d, L), last (b, d, n).
+
+    Works time-major (L, b, d) and in place where nothing else can see the tensor: the bias is
+    added in the transposing copy and D u folds into the scan's output, saving whole passes.
+    """
+    u_t = u.permute(2, 0, 1).contiguous()  # (L, b, d)
+    delta_t = torch.empty_like(u_t)
+    if delta_bias is not None:
+        torch.add(delta.permute(2, 0, 1), delta_bias.to(u.dtype), out=delta_t)
+    else:
+        delta_t.copy_(delta.permute(2, 0, 1))
+    if delta_softplus:
+        delta_t = F.softplus(delta_t)
+    B_t, C_t = (x.permute(2, 0, 1).to(u.dtype).contiguous() for x in (B, C))  # (L, b, n)
+    y, last = _scan_inference(u_t, delta_t, A.to(u.dtype), B_t, C_t, chunk_size)
+    if D is not None:
+        y.addcmul_(u_t, D.to(u.dtype))
+    out = y.permute(1, 2, 0)  # (b, d, L)
+    if z is not None:
+        out = out * F.silu(z.to(out.dtype))
+    return out, last
