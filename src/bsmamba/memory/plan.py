@@ -265,8 +265,8 @@ def predict(
         )
     peak = traced
     if device == "cuda":
-        peak, more = _cuda_estimate(tracker, traced)
-        assumptions += more
+        peak, more = _cuda_estimate(tracker, traced, has_lstm=bool(lstm_calls))
+        assumptions = more + assumptions
     return {
         "peak_bytes": int(peak),
         "traced_bytes": int(tracker.peak_bytes),
@@ -279,7 +279,7 @@ def predict(
     }
 
 
-def _cuda_estimate(tracker: LiveBytes, traced: int) -> tuple[int, list[str]]:
+def _cuda_estimate(tracker: LiveBytes, traced: int, has_lstm: bool) -> tuple[int, list[str]]:
     alive = tracker._at_peak()
     rounding = sum(math.ceil(r.nbytes / CUDA_BLOCK) * CUDA_BLOCK - r.nbytes for r in alive)
     peak = traced + rounding + CUBLAS_WORKSPACE_BYTES
@@ -288,11 +288,11 @@ def _cuda_estimate(tracker: LiveBytes, traced: int) -> tuple[int, list[str]]:
         f"allocator: every block rounded up to {CUDA_BLOCK} B (allocated, not reserved: "
         "fragmentation can reserve 5-20% more)",
         f"+ {fmt_bytes(CUBLAS_WORKSPACE_BYTES)} cuBLAS/cuBLASLt workspace",
-        f"not counted: the CUDA context, about {fmt_bytes(CUDA_CONTEXT_BYTES)} on the card",
+        f"the peak excludes the CUDA context (about {fmt_bytes(CUDA_CONTEXT_BYTES)}, outside "
+        "the allocator); the verdict adds it",
         "scan kernel: the traced backend (model.scan_backend); mamba-ssm's CUDA kernel "
         "keeps about as much (inputs + chunk states), the reference loop far more",
-        "LSTM: cuDNN's reserve space assumed equal to oneDNN's workspace",
-    ]
+    ] + (["LSTM: cuDNN's reserve space assumed equal to oneDNN's workspace"] if has_lstm else [])
 
 
 def _rows_frames(lstm: nn.LSTM, x: torch.Tensor) -> tuple[int, int]:
@@ -419,8 +419,7 @@ def plan(
         "breakdown": pred["breakdown"],
         "lstm_correction_bytes": pred["lstm_correction_bytes"],
         "top_layers": pred["top_layers"],
-        "assumptions": pred["assumptions"]
-        + (["verdict adds the CUDA context"] if device == "cuda" else []),
+        "assumptions": pred["assumptions"],
     }
 
 
@@ -558,8 +557,8 @@ def _render(results: dict[str, dict]) -> str:
         lines.append(f"largest activation holders at the peak ({name}):")
         for t in r["top_layers"][:5]:
             lines.append(f"  {fmt_bytes(t['bytes']):>11}  {t['layer']}")
-    notes = {a for r in results.values() for a in r["assumptions"]}
+    notes = dict.fromkeys(a for r in results.values() for a in r["assumptions"])  # ordered set
     if notes:
         lines.append("assumptions:")
-        lines += [f"  - {a}" for a in sorted(notes)]
+        lines += [f"  - {a}" for a in notes]
     return "\n".join(lines)
