@@ -180,11 +180,10 @@ def _scan_inference(u, delta, A, B, C, chunk=None):
     K = int(chunk) if chunk else max(1, min(L, TILE_ELEMENTS // (bt * d * n)))
     du = delta * u  # (L, b, d): the input's scale, delta_t u_t
     At = A.t().contiguous()  # (n, d)
-    ys, lasts = [], []
+    y, lasts = u.new_empty(L, b, d), []
     for i in range(0, b, bt):
         j = min(i + bt, b)
         h = u.new_zeros(j - i, n, d)
-        y = u.new_empty(L, j - i, d)
         for s in range(0, L, K):
             e = min(s + K, L)
             a = torch.mul(delta[s:e, i:j, None, :], At).exp_()  # decays (k, bt, n, d)
@@ -194,12 +193,9 @@ def _scan_inference(u, delta, A, B, C, chunk=None):
                 h = H_t
             # readout C_t . h_t as one batched (1, n) @ (n, d) product per (step, row)
             C_k = C[s:e, i:j].reshape(-1, 1, n)
-            y[s:e] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
-        ys.append(y)
+            y[s:e, i:j] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
         lasts.append(h.transpose(1, 2).clone())  # (bt, d, n); frees the last chunk's buffer
-    if len(ys) == 1:
-        return ys[0], lasts[0]
-    return torch.cat(ys, 1), torch.cat(lasts, 0)
+    return y, lasts[0] if len(lasts) == 1 else torch.cat(lasts, 0)
 
 
 # Optional torch.compile of the chunk-wide prologue and epilogue (fuses their elementwise passes;
@@ -291,24 +287,36 @@ def selective_scan_fused(
 
 
 def _fused_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
-    """``selective_scan_fused`` without autograd: out (b, d, L), last (b, d, n).
+    """``selective_scan_fused`` without autograd: out (b, d, L), last (b, d, n)."""
+    y, last = scan_time_major(
+        *(t.permute(2, 0, 1) for t in (u, delta, B, C)),  # (L, b, .) views
+        A, D, None if z is None else z.permute(2, 0, 1), delta_bias, delta_softplus, chunk_size
+    )  # fmt: skip
+    return y.permute(1, 2, 0), last
 
-    Works time-major (L, b, d) and in place where nothing else can see the tensor: the bias is
-    added in the transposing copy and D u folds into the scan's output, saving whole passes.
+
+def scan_time_major(
+    u, delta, B, C, A, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=None
+):  # fmt: skip
+    """The selective scan without autograd on time-major inputs: u, delta, z (L, b, d); B, C
+    (L, b, n); A (d, n); D, delta_bias (d,). Returns y (L, b, d) contiguous, last (b, d, n).
+
+    For inference callers that already hold time-major activations (the Mamba block): no
+    transposes. In place where nothing else can see the tensor: the bias is added in the copy
+    that makes delta contiguous, D u and the gate fold into the scan's output.
     """
-    u_t = u.permute(2, 0, 1).contiguous()  # (L, b, d)
-    delta_t = torch.empty_like(u_t)
+    u = u.contiguous()
+    delta_c = torch.empty_like(u)
     if delta_bias is not None:
-        torch.add(delta.permute(2, 0, 1), delta_bias.to(u.dtype), out=delta_t)
+        torch.add(delta, delta_bias.to(u.dtype), out=delta_c)
     else:
-        delta_t.copy_(delta.permute(2, 0, 1))
+        delta_c.copy_(delta)
     if delta_softplus:
-        delta_t = F.softplus(delta_t)
-    B_t, C_t = (x.permute(2, 0, 1).to(u.dtype).contiguous() for x in (B, C))  # (L, b, n)
-    y, last = _scan_inference(u_t, delta_t, A.to(u.dtype), B_t, C_t, chunk_size)
+        delta_c = F.softplus(delta_c)
+    B, C = (x.to(u.dtype).contiguous() for x in (B, C))
+    y, last = _scan_inference(u, delta_c, A.to(u.dtype), B, C, chunk_size)
     if D is not None:
-        y.addcmul_(u_t, D.to(u.dtype))
-    out = y.permute(1, 2, 0)  # (b, d, L)
+        y.addcmul_(u, D.to(u.dtype))
     if z is not None:
-        out = out * F.silu(z.to(out.dtype))
-    return out, last
+        y.mul_(F.silu(z.to(y.dtype)))
+    return y, last
