@@ -212,3 +212,21 @@ def test_float32_inference_path_stays_finite_and_close_at_model_like_shape():
         got = _run(selective_scan_fused, x, delta_softplus=True)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("L", [1, 3, 4, 37])  # shorter than, equal to and longer than d_conv
+def test_mamba_block_inference_path_matches_its_training_path(L):
+    from bsmamba.sequence.mamba import Mamba
+
+    torch.manual_seed(L)
+    m = Mamba(8, d_state=4, expand=2).double()
+    with torch.no_grad():  # trained-like: A down to -16, wider steps, a non-trivial conv bias
+        m.A_log.copy_(torch.linspace(-3.0, 2.77, m.A_log.numel()).reshape(m.A_log.shape))
+        m.dt_proj.bias.add_(2.0)
+        m.conv1d.bias.normal_()
+    x = torch.randn(3, L, 8, dtype=torch.float64)
+    train = m(x)  # parameters need gradients: the autograd path
+    with torch.no_grad():
+        infer = m(x)
+    assert train.requires_grad and not infer.requires_grad
+    torch.testing.assert_close(infer, train.detach(), rtol=1e-10, atol=1e-10)

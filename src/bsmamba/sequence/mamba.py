@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from bsmamba.scan import check_backend, selective_scan
+from bsmamba.scan import check_backend, choose_backend, selective_scan
+from bsmamba.scan.fused import scan_time_major
 
 
 class Mamba(nn.Module):
@@ -63,6 +64,9 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and x.requires_grad or self._trainable()):
+            if choose_backend(x.device, self.scan_backend)[0] == "fused":
+                return self._forward_inference(x)
         L = x.shape[1]
         xs, z = rearrange(self.in_proj(x), "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L)
         xs = F.silu(self.conv1d(xs)[..., :L])  # keep the first L outputs: causal
@@ -83,3 +87,31 @@ class Mamba(nn.Module):
             backend=self.scan_backend,
         )
         return self.out_proj(rearrange(y, "b d l -> b l d"))
+
+    def _trainable(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` without autograd, time-major throughout: the scan wants (L, B, d) and
+        every (B, d, L) transpose of the training path is a full copy of a d_inner-wide tensor."""
+        L, d = x.shape[1], self.d_inner
+        xs, z = self.in_proj(x.transpose(0, 1)).split(d, dim=-1)  # (L, B, d_inner) views
+        # depthwise causal conv as d_conv shifted taps: out_t = b + sum_j w[-1-j] * xs_{t-j}
+        w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
+        xc = torch.addcmul(self.conv1d.bias, xs, w[:, -1])  # (L, B, d_inner)
+        for j in range(1, min(self.d_conv, L)):
+            xc[j:].addcmul_(xs[:-j], w[:, -1 - j])
+        xc = F.silu(xc, inplace=True)
+        dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        y, _ = scan_time_major(
+            xc,
+            dt @ self.dt_proj.weight.T,  # bias added in the scan
+            Bm,
+            Cm,
+            -torch.exp(self.A_log.float()),
+            D=self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
+        return self.out_proj(y.to(x.dtype)).transpose(0, 1)  # (B, L, dim)
