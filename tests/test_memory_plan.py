@@ -55,9 +55,11 @@ def test_cpu_profiler_sees_a_known_allocation():
     assert 1_000_000 <= rise < 1_000_000 + 4096
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [*PRESETS, "bsrnn+checkpointing"])
 def test_predicted_within_10_percent_of_measured_on_cpu(preset):
-    r = P.plan(kwargs(preset), BATCH, SEGMENT, budget="24GiB", device="cpu")
+    # checkpointing moves the LSTM workspace's lifetime: the correction must follow it
+    preset, _, ckpt = preset.partition("+")
+    r = P.plan(kwargs(preset, checkpointing=bool(ckpt)), BATCH, SEGMENT, budget="24GiB")
     assert r["measured_peak_bytes"] > 0
     assert abs(r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1) < 0.10, r
     b = r["breakdown"]

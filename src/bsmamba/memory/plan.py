@@ -9,8 +9,9 @@ bytes: parameters + gradients + optimizer state + activations + the batch.
   c10 allocation, kernel scratch included; process RSS would not see freed-and-reused memory).
 - ``predict``: runs the same step on ``meta`` tensors (no data, no compute) under a
   ``LiveBytes`` dispatch tracker, which also tells which layers hold the bytes at the peak. The
-  meta LSTM is the unfused per-step loop, not oneDNN's kernel, so each LSTM gets a correction
-  measured once on a small real probe and scaled with its rows x frames.
+  meta LSTM is the unfused per-step loop, not oneDNN's kernel, so each LSTM call gets a
+  correction measured on small real probes, scaled with its rows x frames and kept alive in the
+  trace exactly as long as the LSTM's saved tensors (a "ghost" meta tensor).
 - A CUDA figure on a CPU-only torch is an estimate with its assumptions listed, never "traced".
 """
 
@@ -209,12 +210,8 @@ def predict(
     """
     device = _check_device(device)
     model = _build(model_kwargs).to("meta")
-    lstm_calls: list[tuple[nn.LSTM, int, int]] = []  # (module, rows, frames) of each call
-    hooks = [
-        m.register_forward_hook(lambda m, a, o: lstm_calls.append((m, *_rows_frames(m, a[0]))))
-        for m in model.modules()
-        if isinstance(m, nn.LSTM)
-    ]
+    lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
+    rates = {m: _lstm_bytes_per_row_frame(_lstm_key(m)) for m in lstms}  # real probes, untraced
     params = list(model.parameters())
     # Adam's two moments per parameter, as a steady-state step finds them. The Adam step itself
     # is not traced (slow on meta, and never the peak: activations are gone by then); its
@@ -223,53 +220,48 @@ def predict(
     moments = [torch.zeros_like(p) for p in params for _ in range(2)]
     noisy, clean = _batch(model, batch_size, segment_s, "meta")
     tracker = LiveBytes()
+    ghosts: list[int] = []  # tracker records of the LSTM corrections
     t0 = time.perf_counter()
     with tracker:
         tracker.track([*params, *model.buffers()], "parameters")
         tracker.track(moments, "optimizer_state")
         tracker.track([noisy, clean], "batch")
-        tracker.watch(model)
+        tracker.watch(model)  # before the ghost hooks, so ghosts are owned by their LSTM
+        hooks = [m.register_forward_pre_hook(_ghost_hook(rates[m], tracker, ghosts)) for m in lstms]
         tracker.phase = "loss"
         loss = _loss(model, noisy, clean)
         tracker.phase = "backward"
         loss.backward()
         tracker.label([p.grad for p in params], "gradients")
+        for h in hooks:
+            h.remove()
     trace_s = time.perf_counter() - t0
-    for h in hooks:
-        h.remove()
     sizes = [p.numel() * p.element_size() for p in params]
     adam_temp = sum(sizes) if device == "cuda" else max(sizes, default=0)
     at_step = tracker.live_bytes + adam_temp  # params + moments + grads + batch + temporary
 
-    # The LSTM correction joins the activations of the LSTM that needs it.
-    names = {m: n for n, m in model.named_modules()}
-    holders = dict(tracker.by_owner(top=None))
-    correction = 0
-    for m, rows, frames in lstm_calls:
-        extra = int(_lstm_bytes_per_row_frame(_lstm_key(m)) * rows * frames)
-        holders[names[m]] = holders.get(names[m], 0) + extra
-        correction += extra
     breakdown = {f"{k}_bytes": v for k, v in tracker.breakdown().items()}
-    breakdown["activations_bytes"] += correction
-    top_layers = sorted(holders.items(), key=lambda kv: -kv[1])[:top]
-    traced = tracker.peak_bytes + correction
+    top_layers = tracker.by_owner(top)
+    traced = tracker.peak_bytes
+    at_peak = [tracker.records[i] for i in ghosts]
+    correction = sum(r.nbytes for r in at_peak if r.t_alloc <= tracker.peak_clock < r.t_free)
     if at_step > traced:  # tiny activations: the optimizer step is the peak
         breakdown = {f"{k}_bytes": v for k, v in tracker.breakdown(tracker.clock).items()}
         breakdown["activations_bytes"] += adam_temp
-        traced = at_step
+        traced, correction = at_step, 0
     assumptions: list[str] = []
     if correction:
         assumptions.append(
-            f"{len(lstm_calls)} LSTM call(s): +{fmt_bytes(correction)} measured correction "
+            f"LSTM: +{fmt_bytes(correction)} alive at the peak from a measured correction "
             "(oneDNN keeps gate workspaces the meta trace does not see)"
         )
     peak = traced
     if device == "cuda":
-        peak, more = _cuda_estimate(tracker, traced, has_lstm=bool(lstm_calls))
+        peak, more = _cuda_estimate(tracker, traced, has_lstm=bool(lstms))
         assumptions = more + assumptions
     return {
         "peak_bytes": int(peak),
-        "traced_bytes": int(tracker.peak_bytes),
+        "traced_bytes": int(tracker.peak_bytes - correction),
         "lstm_correction_bytes": int(correction),
         "breakdown": breakdown,
         "top_layers": [{"layer": n, "bytes": b} for n, b in top_layers],
@@ -277,6 +269,39 @@ def predict(
         "assumptions": assumptions,
         "estimate": device == "cuda" and not torch.cuda.is_available(),
     }
+
+
+class _Hold(torch.autograd.Function):
+    """Identity on ``x`` that keeps ``ghost`` saved until the backward pass reaches it."""
+
+    @staticmethod
+    def forward(ctx, x, ghost):
+        ctx.save_for_backward(ghost)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _ghost_hook(rate: float, tracker: LiveBytes, ghosts: list[int]):
+    """A forward pre-hook that gives an LSTM call its measured extra bytes as a meta tensor.
+
+    The ghost is saved for backward on the LSTM's input, so it lives exactly as long as the
+    LSTM's own saved tensors: through the forward, until the LSTM's backward is done; under
+    activation checkpointing it is dropped and re-made on recompute, like the real workspace.
+    """
+
+    def hook(module: nn.LSTM, args):
+        x = args[0]
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return None  # inference: oneDNN keeps no workspace either
+        rows, frames = _rows_frames(module, x)
+        ghost = torch.empty(int(rate * rows * frames), dtype=torch.uint8, device=x.device)
+        ghosts.append(tracker.index_of(ghost))
+        return (_Hold.apply(x, ghost), *args[1:])
+
+    return hook
 
 
 def _cuda_estimate(tracker: LiveBytes, traced: int, has_lstm: bool) -> tuple[int, list[str]]:

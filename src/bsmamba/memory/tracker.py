@@ -93,11 +93,15 @@ class LiveBytes(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self._add(t, category)
 
+    def index_of(self, t: torch.Tensor) -> int | None:
+        """Index in ``records`` of the live storage of ``t`` (None if not tracked)."""
+        return self._alive.get(id(t.untyped_storage()))
+
     def label(self, tensors, category: str) -> None:
         """Re-categorise live tensors (e.g. ``p.grad`` after backward)."""
         for t in tree_leaves(tensors):
             if isinstance(t, torch.Tensor):
-                idx = self._alive.get(id(t.untyped_storage()))
+                idx = self.index_of(t)
                 if idx is not None:
                     self.records[idx].category = category
 
