@@ -193,7 +193,10 @@ def _scan_inference(u, delta, A, B, C, chunk=None):
                 h = H_t
             # readout C_t . h_t as one batched (1, n) @ (n, d) product per (step, row)
             C_k = C[s:e, i:j].reshape(-1, 1, n)
-            y[s:e, i:j] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
+            if bt == b:  # one tile: y[s:e] is contiguous, the product lands there directly
+                torch.bmm(C_k, H.view(-1, n, d), out=y[s:e].view(-1, 1, d))
+            else:
+                y[s:e, i:j] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
         lasts.append(h.transpose(1, 2).clone())  # (bt, d, n); frees the last chunk's buffer
     return y, lasts[0] if len(lasts) == 1 else torch.cat(lasts, 0)
 
