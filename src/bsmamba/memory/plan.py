@@ -492,7 +492,7 @@ def max_batch(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bsmamba import config
 
-    config.add_config_arguments(parser, ["preset", "batch_size", "segment", "budget"])
+    config.add_config_arguments(parser, ["preset", "batch_size", "segment", "budget", "threads"])
     parser.add_argument("--device", choices=DEVICES, default=None, help="device the plan is for")
     parser.add_argument("--all", action="store_true", help="plan every preset in one table")
     parser.add_argument(
@@ -514,6 +514,8 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(cfg))
         return 0
+    if cfg.train.threads > 0:
+        torch.set_num_threads(int(cfg.train.threads))
     device = args.device or cfg.memory.device or "cpu"
     presets = list(PRESETS) if args.all else [cfg.model.preset]
     base = config.model_kwargs(cfg)
