@@ -230,3 +230,18 @@ def test_mamba_block_inference_path_matches_its_training_path(L):
         infer = m(x)
     assert train.requires_grad and not infer.requires_grad
     torch.testing.assert_close(infer, train.detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_mamba_inference_path_steps_aside_when_hooks_watch_its_layers():
+    # MAC counting (bsmamba params) hooks in_proj and conv1d, which the fast path bypasses
+    from bsmamba.sequence.mamba import Mamba
+
+    m = Mamba(8, d_state=4)
+    seen = []
+    handle = m.conv1d.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        hooked = m(torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0)))
+        handle.remove()
+        fast = m(torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0)))
+    assert len(seen) == 1  # the hooked call ran the module path
+    torch.testing.assert_close(fast, hooked, rtol=1e-5, atol=1e-6)

@@ -65,7 +65,7 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and x.requires_grad or self._trainable()):
-            if choose_backend(x.device, self.scan_backend)[0] == "fused":
+            if choose_backend(x.device, self.scan_backend)[0] == "fused" and not self._hooked():
                 return self._forward_inference(x)
         L = x.shape[1]
         xs, z = rearrange(self.in_proj(x), "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L)
@@ -87,6 +87,15 @@ class Mamba(nn.Module):
             backend=self.scan_backend,
         )
         return self.out_proj(rearrange(y, "b d l -> b l d"))
+
+    def _hooked(self) -> bool:
+        """Whether module hooks watch the submodules (MAC counting, tracers): the inference
+        path bypasses in_proj and conv1d, so it steps aside for them."""
+        from torch.nn.modules import module as _m
+
+        if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.children())
 
     def _trainable(self) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
