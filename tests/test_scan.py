@@ -245,3 +245,17 @@ def test_mamba_inference_path_steps_aside_when_hooks_watch_its_layers():
         fast = m(torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0)))
     assert len(seen) == 1  # the hooked call ran the module path
     torch.testing.assert_close(fast, hooked, rtol=1e-5, atol=1e-6)
+
+
+def test_mamba_inference_path_under_bf16_autocast_stays_close_to_float32():
+    from bsmamba.sequence.mamba import Mamba
+
+    torch.manual_seed(0)
+    m = Mamba(16, d_state=4)
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = m(x)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.02)  # bf16 projections

@@ -317,7 +317,8 @@ def scan_time_major(
     if delta_softplus:
         delta_c = F.softplus(delta_c)
     B, C = (x.to(u.dtype).contiguous() for x in (B, C))
-    y, last = _scan_inference(u, delta_c, A.to(u.dtype), B, C, chunk_size)
+    with _no_autocast(u.device):  # the recurrence and its readout stay in u's dtype
+        y, last = _scan_inference(u, delta_c, A.to(u.dtype), B, C, chunk_size)
     if D is not None:
         y.addcmul_(u, D.to(u.dtype))
     if z is not None:
