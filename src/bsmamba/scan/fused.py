@@ -197,7 +197,7 @@ def _scan_inference(u, delta, A, B, C, chunk=None):
                 torch.bmm(C_k, H.view(-1, n, d), out=y[s:e].view(-1, 1, d))
             else:
                 y[s:e, i:j] = torch.bmm(C_k, H.view(-1, n, d)).view(e - s, j - i, d)
-        lasts.append(h.transpose(1, 2).clone())  # (bt, d, n); frees the last chunk's buffer
+        lasts.append(h.transpose(1, 2).contiguous())  # (bt, d, n), a copy: frees the chunk buffer
     return y, lasts[0] if len(lasts) == 1 else torch.cat(lasts, 0)
 
 
