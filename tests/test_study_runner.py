@@ -196,3 +196,25 @@ def test_config_order_is_defaults_recipe_file_overrides(tmp_path):
     assert run.train.seed == 3 and run.train.out == str(tmp_path / "r")
     with pytest.raises(ValueError, match="valid recipes"):
         runner.study_config(None, ["study.recipe=nope"])
+
+
+def test_abl3_only_fallback_when_a_system_does_not_fit(tmp_path):
+    # abl1's predicted step fits 2 GiB at batch 6 x 2 s, abl3's does not (the ladder's batch-4
+    # rung makes it fit): the plan's last resort trains abl3 alone.
+    out = tmp_path / "fb"
+    res = _study(
+        "--recipe", "smoke", "--systems", "abl1,abl3", "--budget", "2GiB",
+        "--abl3-only-fallback", "--out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "abl3-only fallback" in res.stdout
+    abl1 = _rec(out / "abl1" / "s0" / "stages" / "train.json")
+    assert abl1["status"] == "skipped" and "abl3-only" in abl1["error"]
+    assert _rec(out / "abl3" / "s0" / "stages" / "evaluate.json")["status"] == "done"
+    mem = _rec(out / "abl3" / "memory.json")
+    assert mem["plan"]["verdict"] == "does_not_fit"
+    assert any(e["event"] == "step_down" for e in mem["ladder_events"])
+    claims = {c["claim"]: c for c in _rec(out / "results.json")["claims"]}
+    row = claims["abl3 fits in memory with batch size 6"]
+    assert row["verdict"] == "fails" and "ladder" in row["note"]
+    assert claims["abl1 fits in memory with batch size 6"]["verdict"] == "holds"

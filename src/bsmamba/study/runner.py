@@ -573,7 +573,7 @@ def main(args: argparse.Namespace) -> int:
         f"{s}/s{seed}"
         for s, by_seed in out["runs"].items()
         for seed, st in by_seed.items()
-        if st["evaluate"] != DONE
+        if st["evaluate"] != DONE and st["train"] != SKIPPED  # skipped by choice: not a failure
     ]
     if bad:  # the report is written all the same; the exit status tells scripts
         print(f"[study] not finished: {', '.join(bad)} (see report.md)", file=sys.stderr)
