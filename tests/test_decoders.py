@@ -40,3 +40,21 @@ def test_apply_mask_is_a_complex_filter_over_t_minus_1_t_t_plus_1():
 def test_unknown_decoder_lists_valid_ones():
     with pytest.raises(ValueError, match="uniform, adaptive"):
         hidden_widths("tiny", [257], 64)
+
+
+def test_identity_mask_init_passes_the_input_through_and_random_does_not():
+    import torch
+
+    from bsmamba.model import build_model
+
+    torch.manual_seed(0)
+    wav = torch.randn(2, 4000, dtype=torch.float64)
+    for preset in ("bsrnn", "abl3"):
+        model = build_model(preset, dim=16).double().eval()
+        with torch.no_grad():
+            assert torch.allclose(model(wav), wav, atol=1e-9)
+    model = build_model("abl3", dim=16, mask_init="random").double().eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(wav), wav, atol=1e-3)
+    with pytest.raises(ValueError, match="mask_init"):
+        build_model("abl3", mask_init="zeros")

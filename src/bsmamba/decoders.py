@@ -6,6 +6,11 @@ Per band of ``w`` bins (as the 16 kHz BSRNN re-implementation):
 
 The enhanced bin is ``sum_k M_k[f, t] * X[f, t + k - 1]`` over the frames t-1, t, t+1.
 
+``mask_init="identity"`` zeroes each band's last Linear and sets its bias so that the filter is
+(0, 1, 0) at step 0: an untrained model passes its input through, and training starts from the
+noisy input's scores instead of from a random filter (short CPU budgets then rarely end below
+the input). ``"random"`` keeps PyTorch's default initialisation (as the BSRNN re-implementation).
+
 ``uniform``: the same hidden width H = 4N for every band.
 ``adaptive``: H by the band's upper edge: 4N up to 1 kHz, 2N up to 4 kHz, N above. Speech puts
 most of its structure (pitch harmonics, first formants) in the low bands, so those keep the
@@ -24,6 +29,7 @@ from bsmamba.bands import band_edges_hz
 
 DECODERS = ("uniform", "adaptive")
 TAPS = 3  # frames t-1, t, t+1
+MASK_INITS = ("identity", "random")
 
 # adaptive rule: (upper band edge in Hz, hidden width as a multiple of N), first match wins
 ADAPTIVE_RULE = ((1000.0, 4), (4000.0, 2), (float("inf"), 1))
@@ -46,8 +52,10 @@ def hidden_widths(
 class MaskDecoder(nn.Module):
     """features (B, K, T, N) -> complex mask (B, F, T, 3), F = sum(widths)."""
 
-    def __init__(self, widths: list[int], dim: int, hidden: list[int]):
+    def __init__(self, widths: list[int], dim: int, hidden: list[int], mask_init: str = "identity"):
         super().__init__()
+        if mask_init not in MASK_INITS:
+            raise ValueError(f"unknown mask_init {mask_init!r}; valid: {', '.join(MASK_INITS)}")
         self.widths = list(widths)
         self.mlps = nn.ModuleList(
             nn.Sequential(
@@ -59,6 +67,9 @@ class MaskDecoder(nn.Module):
             )
             for w, h in zip(self.widths, hidden, strict=True)
         )
+        if mask_init == "identity":
+            for w, mlp in zip(self.widths, self.mlps, strict=True):
+                _identity_init(mlp[3], w)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         masks = []
@@ -68,11 +79,26 @@ class MaskDecoder(nn.Module):
         return torch.view_as_complex(torch.cat(masks, dim=1).contiguous())  # (B, F, T, 3)
 
 
+def _identity_init(last: nn.Linear, width: int) -> None:
+    """Make GLU(last(x)) the filter (0, 1, 0) for every bin, whatever x is."""
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()  # gate half: sigmoid(0) = 0.5
+        value = last.bias[: width * TAPS * 2].view(width, TAPS, 2)  # "(w k c)" as in forward
+        value[:, 1, 0] = 2.0  # centre tap, real part: 2.0 * 0.5 = 1
+
+
 def build_decoder(
-    name: str, widths: list[int], dim: int, sample_rate: int = 16000, n_fft: int = 512
+    name: str,
+    widths: list[int],
+    dim: int,
+    sample_rate: int = 16000,
+    n_fft: int = 512,
+    mask_init: str = "identity",
 ) -> MaskDecoder:
     """A ``uniform`` or ``adaptive`` decoder for the band plan ``widths``."""
-    return MaskDecoder(widths, dim, hidden_widths(name, widths, dim, sample_rate, n_fft))
+    hidden = hidden_widths(name, widths, dim, sample_rate, n_fft)
+    return MaskDecoder(widths, dim, hidden, mask_init)
 
 
 def apply_mask(spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,12 @@ class BandSplitEnhancer(nn.Module):
             merge=cfg["merge"],
         )
         self.decoder = build_decoder(
-            cfg["decoder"], widths, cfg["dim"], cfg["stft"]["sample_rate"], cfg["stft"]["n_fft"]
+            cfg["decoder"],
+            widths,
+            cfg["dim"],
+            cfg["stft"]["sample_rate"],
+            cfg["stft"]["n_fft"],
+            cfg["mask_init"],
         )
 
     @property
