@@ -5,16 +5,6 @@ from bsmamba import build_model
 from bsmamba.model import BandSplitEnhancer
 from bsmamba.presets import PRESETS
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small ops: one thread avoids waiting on a descheduled second thread on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = {"dim": 16, "num_layers": 1, "d_state": 4}
 
 

@@ -1,19 +1,7 @@
 import json
 
-import pytest
-import torch
-
 from bsmamba import build_model, cli, params
 from bsmamba.bands import BAND_PLANS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small ops: one thread avoids waiting on a descheduled second thread on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_count_splits_the_total_into_components():

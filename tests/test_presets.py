@@ -1,17 +1,7 @@
 import pytest
-import torch
 
 from bsmamba import build_model
 from bsmamba.presets import CLAIMS, EARLIER, PRESETS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small ops: one thread avoids waiting on a descheduled second thread on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _n(model):

@@ -6,15 +6,6 @@ from bsmamba.scan.fused import selective_scan_fused
 from bsmamba.scan.reference import selective_scan_reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small ops: one thread avoids waiting on a descheduled second thread on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _inputs(batch=2, d=3, n=4, L=7, seed=0, dtype=torch.float64, D=True, z=True, bias=True):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731

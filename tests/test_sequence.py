@@ -6,16 +6,6 @@ from bsmamba.sequence.bimamba import BiMamba
 from bsmamba.sequence.layout import Layout
 from bsmamba.sequence.mamba import Mamba
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small ops: one thread avoids waiting on a descheduled second thread on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 OPTS = {"d_state": 4, "expand": 2, "d_conv": 4}
 
 

@@ -42,7 +42,9 @@ class ModelConfig:
     layout: str = "dual"  # intra | dual
     num_layers: int = 2  # layout blocks; a dual block = one time pass + one band pass
     decoder: str = "adaptive"  # uniform | adaptive
-    mask_init: str = "identity"  # identity (mask passes the input at step 0) | random
+    mask_init: str = (
+        "random"  # random (PyTorch default, as BSRNN) | identity (passes input at step 0)
+    )
     d_state: int = 12
     d_conv: int = 4
     expand: int = 2
