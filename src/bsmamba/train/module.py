@@ -222,15 +222,7 @@ class EnhancementModule(L.LightningModule):
             self.inject_oom_at_step = -1
             raise torch.OutOfMemoryError("injected")
         opts = self._optimizers()
-        out = losses.enhancement_loss(
-            self.model,
-            noisy,
-            clean,
-            t.loss_ri_weight,
-            t.loss_mag_weight,
-            t.loss_wave_weight,
-            t.compress,
-        )
+        out = self._loss(noisy, clean)
         loss = out.total
         gan = self._gan_on()
         if gan:
@@ -307,10 +299,9 @@ class EnhancementModule(L.LightningModule):
         # pesq sum, count, stoi sum, count, loss sum, count
         self._val_sums = torch.zeros(6, dtype=torch.float64)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def _loss(self, noisy: torch.Tensor, clean: torch.Tensor):
         t = self.cfg.train
-        noisy, clean = batch
-        out = losses.enhancement_loss(
+        return losses.enhancement_loss(
             self.model,
             noisy,
             clean,
@@ -319,6 +310,10 @@ class EnhancementModule(L.LightningModule):
             t.loss_wave_weight,
             t.compress,
         )
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        noisy, clean = batch
+        out = self._loss(noisy, clean)
         b = noisy.shape[0]
         self._val_sums[4:] += torch.tensor([float(out.total) * b, b])
         k = int(min(b, self._pesq_budget))
