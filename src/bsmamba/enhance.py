@@ -82,14 +82,10 @@ class Enhancer:
 
         The model's ``forward`` divides each input by its own RMS; a chunk's RMS differs from
         the file's, and the mask depends on the normalised level, so chunks would not match the
-        whole-file result. This is ``forward_spectral`` with the scale passed in.
+        whole-file result, so the file's scale is passed to ``forward_spectral``.
         """
-        from bsmamba.decoders import apply_mask
-
-        m = self.model
-        spec = m.frontend.stft(x[None] / scale)  # (1, F, T)
-        est = apply_mask(spec, m.decoder(m.layout(m.encoder(spec))))
-        return m.frontend.istft(est, x.shape[0])[0] * scale
+        est, _ = self.model.forward_spectral(x[None], scale.view(1, 1))  # (1, F, T)
+        return self.model.frontend.istft(est, x.shape[0])[0] * scale
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         """x (S,) -> enhanced (S,), in overlapping chunks cross-faded by overlap-add."""
