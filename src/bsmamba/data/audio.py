@@ -95,11 +95,9 @@ def read(path: str | Path, sample_rate: int = 16000, resample: bool = False) -> 
 
 
 def convert(src: str | Path, dst: str | Path, sample_rate: int = 16000) -> float:
-    """Read any mono file, resample it (soxr HQ) and write 16-bit WAV ``dst``; returns seconds."""
-    wav, rate = sf.read(str(src), dtype="float32", always_2d=True)
-    if wav.shape[1] != 1:
-        raise AudioError(f"{src}: {wav.shape[1]} channels; expected mono")
-    out = resample(wav[:, 0], rate, sample_rate)
+    """Read any mono file (checked by :func:`read`), resample it (soxr HQ) and write 16-bit WAV
+    ``dst``; returns seconds."""
+    out = read(src, sample_rate, resample=True)
     write(dst, out, sample_rate)
     return len(out) / sample_rate
 
