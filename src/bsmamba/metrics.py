@@ -244,7 +244,10 @@ def _llr(f_ref: np.ndarray, f_deg: np.ndarray, fs: int) -> np.ndarray:
 
 def segsnr_frames(ref: np.ndarray, deg: np.ndarray, fs: int) -> np.ndarray:
     """Segmental SNR per frame in dB, clipped to [-10, 35] (composite.m's ``snr``)."""
-    fr, fd = _frames(ref, fs), _frames(deg, fs)
+    return _segsnr(_frames(ref, fs), _frames(deg, fs))
+
+
+def _segsnr(fr: np.ndarray, fd: np.ndarray) -> np.ndarray:
     signal = (fr**2).sum(axis=1)
     noise = ((fr - fd) ** 2).sum(axis=1)
     return np.clip(10 * np.log10(signal / (noise + EPS) + EPS), -10, 35)
@@ -276,9 +279,7 @@ def composite(ref, deg, fs: int = 16000, convention: str = "matlab", pesq_score=
     gain = 32768.0**-2 if convention == "cmgan" else 1.0
     wss = _best(_wss(p_ref * gain, p_deg * gain, fs))
     llr = _best(_llr(f_ref, f_deg, fs))
-    signal = (f_ref**2).sum(axis=1)
-    noise = ((f_ref - f_deg) ** 2).sum(axis=1)
-    ssnr = float(np.clip(10 * np.log10(signal / (noise + EPS) + EPS), -10, 35).mean())
+    ssnr = float(_segsnr(f_ref, f_deg).mean())
     csig = 3.093 - 1.029 * llr + 0.603 * p - 0.009 * wss
     cbak = 1.634 + 0.478 * p - 0.007 * wss + 0.063 * ssnr
     covl = 1.594 + 0.805 * p - 0.512 * llr - 0.007 * wss
