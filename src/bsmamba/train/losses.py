@@ -118,7 +118,8 @@ def pesq_targets(ref: Tensor, est: Tensor, sample_rate: int = 16000) -> Tensor:
 
     ref, est: (B, S) waveforms (any common scale). Returns (B,) float32 on ``est``'s device.
     """
-    pesq = _pesq_fn()
+    from bsmamba.metrics import pesq
+
     ref_np = ref.detach().float().cpu().numpy()
     est_np = est.detach().float().cpu().numpy()
     scores = []
@@ -130,17 +131,6 @@ def pesq_targets(ref: Tensor, est: Tensor, sample_rate: int = 16000) -> Tensor:
         s = float("nan") if s is None or not math.isfinite(s) else s
         scores.append((s - PESQ_MIN) / (PESQ_MAX - PESQ_MIN))
     return torch.tensor(np.clip(scores, 0.0, 1.0), dtype=torch.float32, device=est.device)
-
-
-def _pesq_fn():
-    try:
-        from bsmamba.metrics import pesq as metric_pesq
-
-        return lambda r, e, fs: metric_pesq(r, e, fs)
-    except ImportError:  # metrics module not built yet: the same C implementation directly
-        from pesq import pesq as raw
-
-        return lambda r, e, fs: raw(fs, r, e, "wb" if fs == 16000 else "nb")
 
 
 def discriminator_loss(

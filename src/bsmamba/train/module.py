@@ -377,7 +377,9 @@ class EnhancementModule(L.LightningModule):
 
 def _scores(ref: torch.Tensor, est: torch.Tensor, fs: int) -> tuple[list[float], list[float]]:
     """Real PESQ (WB at 16 kHz) and STOI per item; items PESQ refuses are left out."""
-    pesq_fn, stoi_fn = _metric_fns()
+    from bsmamba.metrics import pesq as pesq_fn
+    from bsmamba.metrics import stoi as stoi_fn
+
     ref_np, est_np = ref.detach().float().cpu().numpy(), est.detach().float().cpu().numpy()
     pesq, stoi = [], []
     for r, e in zip(ref_np, est_np, strict=True):
@@ -394,18 +396,3 @@ def _scores(ref: torch.Tensor, est: torch.Tensor, fs: int) -> tuple[list[float],
         except Exception:
             pass
     return pesq, stoi
-
-
-def _metric_fns():
-    try:
-        from bsmamba.metrics import pesq, stoi
-
-        return pesq, stoi
-    except ImportError:  # metrics module not there yet: the same packages directly
-        from pesq import pesq as raw_pesq
-        from pystoi import stoi as raw_stoi
-
-        return (
-            lambda r, e, fs: raw_pesq(fs, r, e, "wb" if fs == 16000 else "nb"),
-            lambda r, e, fs: raw_stoi(r, e, fs, extended=False),
-        )
