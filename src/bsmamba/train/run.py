@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bsmamba import config, files, schema
+from bsmamba.memory import ladder
 from bsmamba.train import checkpoint as ckpt_io
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
@@ -55,28 +56,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.train.threads))
     _quiet(not cfg.train.progress)
 
-    ladder = _ladder_module()
     events: list[dict] = []
-    if (
-        ladder is not None
-        and cfg.memory.check
-        and not (out / "checkpoints" / ckpt_io.LAST).exists()
-    ):
+    if cfg.memory.check and not (out / "checkpoints" / ckpt_io.LAST).exists():
         cfg, events = ladder.fit(cfg)
         _say(cfg, *[ladder.describe(e) for e in events])
         _write_ladder(out, events, cfg)
-    inject = int(cfg.memory.get("inject_oom_at_step", -1))
     while True:
         try:
-            return _fit(cfg, out, events, inject)
+            return _fit(cfg, out, events)
         except Exception as e:
-            if ladder is None or not ladder.is_oom(e):
+            if not ladder.is_oom(e):
                 raise
             stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
             if stepped is None:
                 raise
-            cfg, event = stepped
-            inject = -1  # an injected OOM fires once
+            cfg, event = stepped  # an injected OOM fires once: step_down clears it in cfg
             events.append(event)
             if event.get("restart") and (out / "checkpoints").exists() and _rank() == 0:
                 # New parameter shapes cannot load the old weights: start again from step 0.
@@ -92,7 +86,7 @@ def _write_ladder(out: Path, events: list[dict], cfg: DictConfig) -> None:
         files.write_json(out / "ladder.json", {"events": events, "config": config.to_dict(cfg)})
 
 
-def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int) -> dict:
+def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -116,8 +110,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict], inject_oom_at_step: int
     train_set = data.TrainSet(root, "train", seed=int(t.seed), **kw)
     valid_set = data.TrainSet(root, "valid", seed=int(t.seed), **kw)
     model = BandSplitEnhancer(**config.model_kwargs(cfg))
-    module = EnhancementModule(model, cfg, train_set, valid_set)
-    module.inject_oom_at_step = inject_oom_at_step
+    module = EnhancementModule(model, cfg, train_set, valid_set)  # reads memory.inject_oom_at_step
 
     callbacks: list = [cb.LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
     if t.keep_best > 0:
@@ -306,14 +299,6 @@ def _reconcile(cfg: DictConfig, out: Path) -> DictConfig:
         f"(differs in model.{', model.'.join(diff)}); "
         f"resume it with `bsmamba train --resume {out}`, or pick another train.out"
     )
-
-
-def _ladder_module():
-    try:
-        from bsmamba.memory import ladder
-    except ImportError:  # the memory ladder is optional: train without it
-        return None
-    return ladder
 
 
 def _say(cfg: DictConfig, *lines: str) -> None:
