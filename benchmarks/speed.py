@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
     if a.quick:
-        # one thread: two threads on a busy 2-core machine can run 100x slower (spinning)
+        # one thread: two threads on a busy 2-core machine can run many times slower (spinning)
         a.batch, a.seconds, a.steps, a.rtf_seconds, a.threads = 1, 0.5, 1, 1.0, 1
     presets = [s.strip() for s in a.presets.split(",") if s.strip()]
     unknown = set(presets) - set(PRESETS)
