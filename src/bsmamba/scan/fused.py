@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-MAX_CHUNK = 16  # longer chunks spilled the CPU cache: 24 steps ran ~2x slower than 16 here
+# Cap on K, chosen on a busy 2-core machine where 24 steps ran ~2x slower than 16 (cache spill);
+# a later rerun there (benchmarks/scan.py --threads 1 --variants fused, load ~3.5) put 24 and 16
+# within run-to-run noise, so the cap is not shown to matter much either way.
+MAX_CHUNK = 16
 
 
 def default_chunk(L: int) -> int:
@@ -160,7 +163,7 @@ class _ScanCore(torch.autograd.Function):
 # block of decays and states; ~256k elements (1 MiB in float32) keeps it in cache, and then every
 # pass (exp, input, state update, readout) runs at cache speed. Measured on one thread at
 # (30 x 128 x 12, L 501) and (501 x 128 x 12, L 30): 1.8x and 8x faster than the training path
-# (busy 2-core machine).
+# (ad-hoc timing on a busy 2-core machine; see docs/inference.md).
 # A chunked "parallel" form (K x K decay matrices per (d, n)) costs K times more exp than this
 # loop when A differs per state, as in Mamba-1, so it does not pay on CPU.
 TILE_ELEMENTS = 1 << 18
