@@ -154,12 +154,9 @@ def _power(frames: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft(frames, _n_fft(frames.shape[1]), axis=1)) ** 2
 
 
-def wss_frames(ref: np.ndarray, deg: np.ndarray, fs: int) -> np.ndarray:
-    """Weighted spectral slope distance per frame (Klatt 1982, composite.m's ``wss``)."""
-    return _wss(_power(_frames(ref, fs)), _power(_frames(deg, fs)), fs)
-
-
 def _wss(p_ref: np.ndarray, p_deg: np.ndarray, fs: int) -> np.ndarray:
+    """Weighted spectral slope distance per frame (Klatt 1982, composite.m's ``wss``) from
+    (F, n_fft/2 + 1) power spectra."""
     n_fft = 2 * (p_ref.shape[1] - 1)
     filt = _crit_filters(fs, n_fft)  # (25, n_fft/2)
 
@@ -218,11 +215,6 @@ def _lpc(r: np.ndarray) -> np.ndarray:
     return np.concatenate([np.ones((f, 1)), -a], axis=1)
 
 
-def llr_frames(ref: np.ndarray, deg: np.ndarray, fs: int) -> np.ndarray:
-    """Log-likelihood ratio per frame (composite.m's ``llr``; LPC order 10, 16 at >= 10 kHz)."""
-    return _llr(_frames(ref, fs), _frames(deg, fs), fs)
-
-
 def _autocorr(frames: np.ndarray, order: int) -> np.ndarray:
     """(F, W) -> (F, order + 1) autocorrelation at lags 0..order (einsum: no temporaries)."""
     w = frames.shape[1]
@@ -232,6 +224,7 @@ def _autocorr(frames: np.ndarray, order: int) -> np.ndarray:
 
 
 def _llr(f_ref: np.ndarray, f_deg: np.ndarray, fs: int) -> np.ndarray:
+    """Log-likelihood ratio per frame (composite.m's ``llr``; LPC order 10, 16 at >= 10 kHz)."""
     order = 10 if fs < 10000 else 16
     r_ref = _autocorr(f_ref, order)
     a_ref, a_deg = _lpc(r_ref), _lpc(_autocorr(f_deg, order))
