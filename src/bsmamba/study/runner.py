@@ -9,7 +9,7 @@ Folder layout of a study (``studies/<recipe>/`` unless ``study.out``)::
     <system>/params.json          parameter counts (seed-independent)
     <system>/memory.json          memory plan at the plan's shape (+ ladder events)
     <system>/s<seed>/             the training run dir (train.out) and:
-        stages.json               status of train / enhance / evaluate
+        stages/{train,enhance,evaluate}.json   each stage's record (status, time, outcome)
         enhanced/  eval/          enhanced test set, per-utterance scores
     report.md results.csv results.json plots/ audio/   (from bsmamba.study.report)
 
@@ -49,19 +49,13 @@ def study_config(file: str | Path | None = None, overrides: list[str] | None = N
     """
     overrides = list(overrides or [])
     probe = config.load(file, overrides)
-    rec = recipes.recipe(probe.study.recipe)
-    in_file = _flat_keys(OmegaConf.to_container(OmegaConf.load(file))) if file else set()
-    layer = [f"{k}={_dot(v)}" for k, v in rec.items() if k not in in_file]
-    return config.load(file, layer + overrides)
+    return config.load(file, _recipe_layer(probe.study.recipe, file) + overrides)
 
 
-def _flat_keys(d: Any, prefix: str = "") -> set[str]:
-    if not isinstance(d, dict):
-        return {prefix}
-    out: set[str] = set()
-    for k, v in d.items():
-        out |= _flat_keys(v, f"{prefix}.{k}" if prefix else str(k))
-    return out
+def _recipe_layer(name: str, file: str | Path | None) -> list[str]:
+    """The recipe ``name`` as overrides, less the keys ``file`` sets (the file wins over it)."""
+    in_file = set(_flat(OmegaConf.to_container(OmegaConf.load(file)))) if file else set()
+    return [f"{k}={_dot(v)}" for k, v in recipes.recipe(name).items() if k not in in_file]
 
 
 def _dot(v: Any) -> str:
@@ -554,11 +548,7 @@ def main(args: argparse.Namespace) -> int:
         extra.append("study.abl3_only_fallback=true")
     ns.overrides = list(args.overrides or []) + extra
     probe = config.from_args(ns)
-    in_file = (
-        _flat_keys(OmegaConf.to_container(OmegaConf.load(args.config))) if args.config else set()
-    )
-    rec = recipes.recipe(probe.study.recipe)
-    ns.overrides = [f"{k}={_dot(v)}" for k, v in rec.items() if k not in in_file] + ns.overrides
+    ns.overrides = _recipe_layer(probe.study.recipe, args.config) + ns.overrides
     cfg = config.from_args(ns)  # alias flags are appended last, so they win over the recipe
     if args.print_config:
         print(config.to_yaml(cfg))
