@@ -8,7 +8,6 @@ with a noisy / enhanced / clean spectrogram PNG beside each.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bsmamba import files  # noqa: E402
+from bsmamba.study.report import _read  # noqa: E402
 
 _VAL_KEYS = ("val_pesq", "val/pesq", "valid_pesq", "val_loss", "val/loss", "valid_loss")
 
@@ -132,13 +132,6 @@ def figures(results: dict, study_dir: Path) -> list[str]:
         ax.legend(fontsize=7)
         made.append(_save(fig, out / "validation_curves.png"))
     return [str(Path(p).relative_to(study_dir)) for p in made if p]
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
 
 
 def _spectrogram_png(wavs: list[tuple[str, np.ndarray]], fs: int, path: Path) -> str:

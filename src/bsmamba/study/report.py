@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bsmamba import files, schema
+from bsmamba.study.runner import _fits
 
 METRIC_LABELS = {
     "pesq": "PESQ",
@@ -268,12 +269,6 @@ def _total_params(counts: dict) -> int | None:
         if isinstance(counts.get(key), int):
             return counts[key]
     return None
-
-
-def _fits(plan: dict) -> bool:
-    from bsmamba.study.runner import _fits as fits
-
-    return fits(plan)
 
 
 def build(study_dir: str | Path) -> dict:
