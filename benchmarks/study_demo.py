@@ -1,7 +1,7 @@
-"""Time the `demo` study end to end (the README's figure) and print one JSON document.
+"""Time the `demo` study end to end (README, docs/study.md) and print one JSON document.
 
-    python benchmarks/study_demo.py                 # the full demo study, ~10 min on 2 cores
-    python benchmarks/study_demo.py --quick         # the smoke recipe on two systems (~1 min)
+    python benchmarks/study_demo.py                 # the demo study (7 min 47 s: docs/study.md)
+    python benchmarks/study_demo.py --quick         # the smoke recipe on two systems (not timed)
     python benchmarks/study_demo.py --out DIR       # keep the study folder (default: a temp dir)
 
 Reported: total wall time, each stage's time per system, PESQ per system against the noisy
