@@ -33,6 +33,7 @@ def test_earlier_settings_are_reachable_by_override():
     m = build_model("abl1", **EARLIER)
     assert m.config["num_layers"] == 4 and m.config["d_state"] == 16
     assert len(m.layout.blocks) == 4 and m.layout.blocks[0].passes[0].mixer.fwd.d_state == 16
+    assert _n(m) == 1_626_128  # the "1.63M measured" of docs/models.md
 
 
 def test_presets_are_constructor_arguments_only():
