@@ -61,7 +61,9 @@ def test_predicted_within_10_percent_of_measured_on_cpu(preset):
     preset, _, ckpt = preset.partition("+")
     r = P.plan(kwargs(preset, checkpointing=bool(ckpt)), BATCH, SEGMENT, budget="24GiB")
     assert r["measured_peak_bytes"] > 0
-    assert abs(r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1) < 0.10, r
+    # the LSTM's measured correction: within 10%; Mamba presets trace exactly (1-2 KB off)
+    tol = 0.10 if kwargs(preset)["mixer"] == "lstm" else 0.01
+    assert abs(r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1) < tol, r
     b = r["breakdown"]
     n_params = sum(p.numel() for p in P._build(kwargs(preset)).parameters())
     assert b["optimizer_state_bytes"] >= 2 * 4 * n_params  # Adam: two fp32 moments
