@@ -226,8 +226,9 @@ def _run(jobs: list[dict], workers: int, progress: bool, threads: int = 1) -> li
                 bar.advance(task)
             return rows
         # Workers are the parallelism: each must use one BLAS thread, or PESQ/STOI's small
-        # matrix products spin-wait against each other (3x slower on 2 cores). BLAS reads these
-        # variables at import, so the workers are spawned (not forked) while they are set.
+        # matrix products spin-wait against each other (2.5-3x slower on 2 cores: docs/metrics.md).
+        # BLAS reads these variables at import, so the workers are spawned (not forked) while
+        # they are set.
         saved = {v: os.environ.get(v) for v in _BLAS_VARS}
         os.environ.update(dict.fromkeys(_BLAS_VARS, str(max(1, threads))))
         try:
