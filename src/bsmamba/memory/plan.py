@@ -94,17 +94,10 @@ def _batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple
 
 
 def _loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """The training loss with its default weights (compressed RI + magnitude L1); a plain L1 on
-    the spectrum when the training package is absent (same shapes, nearly the same bytes)."""
-    try:
-        from bsmamba.train.losses import enhancement_loss
-    except ImportError:
-        enhancement_loss = None
-    if enhancement_loss is not None:
-        return enhancement_loss(model, noisy, clean).total
-    est, scale = model.forward_spectral(noisy)  # complex (B, F, T), (B, 1)
-    target = model.frontend.stft(clean / scale)
-    return (torch.view_as_real(est) - torch.view_as_real(target)).abs().mean()
+    """The training loss with its default weights (compressed RI + magnitude L1)."""
+    from bsmamba.train.losses import enhancement_loss
+
+    return enhancement_loss(model, noisy, clean).total
 
 
 def _adam_with_state(model: nn.Module) -> torch.optim.Optimizer:
