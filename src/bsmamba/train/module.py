@@ -250,7 +250,10 @@ class EnhancementModule(L.LightningModule):
             self.log("grad_norm", norm, on_step=True)
 
         if gan:
-            self.log("loss_disc", self._discriminator_step(opts[1], out, clean), on_step=True)
+            d_loss = self._discriminator_step(
+                opts[1], out, clean, ref_mag.detach(), est_mag.detach()
+            )
+            self.log("loss_disc", d_loss, on_step=True)
 
         self.log("loss", loss.detach(), on_step=True, prog_bar=True)
         for name, v in out.parts.items():
@@ -261,16 +264,17 @@ class EnhancementModule(L.LightningModule):
         self._warm = True
         return None
 
-    def _discriminator_step(self, opt, out: losses.LossOutput, clean: torch.Tensor) -> torch.Tensor:
-        """One MetricGAN discriminator update against the real PESQ of the detached estimate."""
-        c = self.cfg.train.compress
+    def _discriminator_step(
+        self, opt, out: losses.LossOutput, clean: torch.Tensor, ref_mag, est_mag
+    ) -> torch.Tensor:
+        """One MetricGAN discriminator update against the real PESQ of the detached estimate.
+
+        ref_mag, est_mag: the generator step's compressed magnitudes (B, F, T), detached.
+        """
         est = out.est_spec.detach()
         est_wav = self.model.frontend.istft(est, clean.shape[-1])  # (B, S), normalised domain
         target = losses.pesq_targets(clean / out.scale, est_wav, self.model.sample_rate)
-        ref_mag = losses.compressed_mag(out.ref_spec.detach(), c)
-        d_loss = losses.discriminator_loss(
-            self.discriminator, ref_mag, losses.compressed_mag(est, c), target
-        )
+        d_loss = losses.discriminator_loss(self.discriminator, ref_mag, est_mag, target)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         if self._all_ranks_finite(d_loss.detach()):
