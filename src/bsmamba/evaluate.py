@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bsmamba import files, metrics, schema
-from bsmamba.data import audio
+from bsmamba.data import audio, manifest_snrs
 from bsmamba.schema import METRIC_KEYS
 
 _LABELS = {"pesq": "PESQ", "csig": "CSIG", "cbak": "CBAK", "covl": "COVL", "ssnr": "SSNR",
@@ -81,20 +81,9 @@ def _wavs(folder: Path | None) -> dict[str, Path]:
 
 
 def _snrs(*folders: Path | None) -> dict[str, float]:
-    """File name -> SNR (dB) from the manifest.json beside a prepared/demo folder, if any."""
+    """File name -> SNR (dB) from the first of ``folders`` whose manifest knows their SNRs."""
     for folder in folders:
-        if folder is None:
-            continue
-        manifest = folder.parent / "manifest.json"
-        if not manifest.is_file():
-            continue
-        entries = json.loads(manifest.read_text()).get("files", [])
-        want = folder.name.replace("clean", "noisy")  # the noisy twin folder records the SNR
-        out = {
-            e["file"]: float(e["snr_db"])
-            for e in entries
-            if e.get("snr_db") is not None and e.get("dir") == want
-        }
+        out = manifest_snrs(folder) if folder is not None else {}
         if out:
             return out
     return {}

@@ -11,6 +11,7 @@ The dataset classes import torch; they are loaded on first use so that ``bsmamba
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 __all__ = ["resolve", "TrainSet", "TestSet"]
@@ -29,6 +30,21 @@ def resolve(spec: str | Path) -> Path:
     from bsmamba.data.voicebank import check_root
 
     return check_root(Path(spec))
+
+
+def manifest_snrs(folder: str | Path) -> dict[str, float]:
+    """File name -> mixture SNR (dB) for the pairs of ``folder`` (a clean or noisy folder of a
+    prepared or demo set), from the ``manifest.json`` beside it; ``{}`` where it has none."""
+    folder = Path(folder)
+    manifest = folder.parent / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    want = folder.name.replace("clean", "noisy")  # the noisy twin folder records the SNR
+    return {
+        e["file"]: float(e["snr_db"])
+        for e in json.loads(manifest.read_text()).get("files", [])
+        if e.get("dir") == want and e.get("snr_db") is not None
+    }
 
 
 def __getattr__(name: str):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bsmamba.data import audio, segments
+from bsmamba.data import audio, manifest_snrs, segments
 
 FS = 16000
 TRAIN_DIRS = ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav")
@@ -45,12 +45,7 @@ def read_manifest(root: str | Path) -> dict:
 
 def snr_by_name(root: str | Path, subset: str = "test") -> dict[str, float]:
     """File name -> mixture SNR (dB) in ``subset`` ("train"/"test"), where the manifest has it."""
-    noisy_dir = (TEST_DIRS if subset == "test" else TRAIN_DIRS)[1]
-    return {
-        e["file"]: float(e["snr_db"])
-        for e in read_manifest(root).get("files", [])
-        if e.get("dir") == noisy_dir and e.get("snr_db") is not None
-    }
+    return manifest_snrs(Path(root) / (TEST_DIRS if subset == "test" else TRAIN_DIRS)[1])
 
 
 def check_root(root: str | Path) -> Path:
