@@ -144,6 +144,8 @@ def test_metricgan_and_scheduler_train(data, tmp_path):
     assert res["steps"] == 6  # the discriminator's own steps do not count as training steps
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+    d_steps = {float(st["step"]) for st in ckpt["optimizer_states"][1]["state"].values()}
+    assert d_steps == {2.0}  # D stepped once per step of epoch 1 (steps 5 and 6), not before
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(5e-4)
     rows = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
