@@ -16,6 +16,10 @@ from pathlib import Path
 
 __all__ = ["resolve", "TrainSet", "TestSet"]
 
+# The VoiceBank 16 kHz layout (clean, noisy) that prepare-voicebank writes and the demo imitates.
+TRAIN_DIRS = ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav")
+TEST_DIRS = ("clean_testset_wav", "noisy_testset_wav")
+
 
 def resolve(spec: str | Path) -> Path:
     """``"demo"`` -> the demo set (mixed into the cache once); a path -> checked prepared folder.

@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from bsmamba import files, schema
-from bsmamba.data import audio
+from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio
 
 VERSION = "demo-v1"
 SEED = 20240601
@@ -54,10 +54,7 @@ NOISY_BASELINE = {
     "stoi": 0.935,
     "si_sdr": 9.620,
 }
-DIRS = {
-    "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
-    "test": ("clean_testset_wav", "noisy_testset_wav"),
-}
+DIRS = {"train": TRAIN_DIRS, "test": TEST_DIRS}
 
 
 def cache_dir() -> Path:

@@ -22,11 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bsmamba.data import audio, manifest_snrs, segments
+from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio, manifest_snrs, segments
 
 FS = 16000
-TRAIN_DIRS = ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav")
-TEST_DIRS = ("clean_testset_wav", "noisy_testset_wav")
 LAYOUT = TRAIN_DIRS + TEST_DIRS
 VALID_SPEAKERS = ("p226", "p287")
 SPLITS = ("train", "valid")
