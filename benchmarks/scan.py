@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import torch
 
 from bsmamba import env, schema
-from bsmamba.scan.fused import COMPILE_ENV
 from bsmamba.sequence.mamba import Mamba
 
 TARGETS = {"speedup_vs_reference": 3.0, "speedup_vs_mambapy": 4.0, "peak_fraction_of_mambapy": 0.25}
 
 
 def _block(variant: str, dim: int, d_state: int, expand: int) -> torch.nn.Module:
-    # fused_compile: the fused backend with its optional torch.compile kernels
-    os.environ[COMPILE_ENV] = "1" if variant == "fused_compile" else "0"
     if variant == "mambapy":
         from mambapy.mamba import MambaBlock, MambaConfig
 
@@ -38,8 +34,7 @@ def _block(variant: str, dim: int, d_state: int, expand: int) -> torch.nn.Module
             d_model=dim, n_layers=1, d_state=d_state, expand_factor=expand, pscan=True
         )
         return MambaBlock(cfg)
-    backend = variant.removesuffix("_compile")
-    return Mamba(dim, d_state=d_state, expand=expand, scan_backend=backend)
+    return Mamba(dim, d_state=d_state, expand=expand, scan_backend=variant)
 
 
 def _step(block: torch.nn.Module, x: torch.Tensor) -> None:
@@ -83,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--variants",
         default="fused,reference,mambapy",
-        help="comma list of fused, fused_compile (BSMAMBA_SCAN_COMPILE=1), reference, mambapy",
+        help="comma list of fused, reference, mambapy",
     )
     args = p.parse_args(argv)
     if args.quick:
@@ -107,8 +102,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     ratios = {}
     fused = results.get("fused")
-    if fused and "fused_compile" in results:
-        ratios["compile_speedup"] = fused["step_time_s"] / results["fused_compile"]["step_time_s"]
     if fused and "reference" in results:
         ratios["speedup_vs_reference"] = results["reference"]["step_time_s"] / fused["step_time_s"]
     if fused and "mambapy" in results:

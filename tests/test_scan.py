@@ -123,20 +123,6 @@ def test_a_broken_mamba_ssm_does_not_break_import(tmp_path):
     assert res.stdout.startswith("fused") and "fake_cuda_kernel" in res.stdout
 
 
-def test_the_fusable_epilogue_for_torch_compile_matches_the_eager_one():
-    from bsmamba.scan.fused import _epilogue, _epilogue_fusable
-
-    g = torch.Generator().manual_seed(11)
-    k, b, d, n = 5, 2, 3, 4
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    big = (r(k, b, d, n), r(k, b, d, n).abs(), r(k, b, d, n), r(b, d, n))
-    small = (r(k, b, d), r(k, b, d).abs(), -r(d, n).exp(), r(k, b, n))
-    eager = _epilogue(*[t.clone() for t in big], *small)
-    fusable = _epilogue_fusable(*big, *small)
-    for e, f in zip(eager, fusable, strict=True):
-        torch.testing.assert_close(f, e)
-
-
 def test_auto_picks_the_cuda_kernel_for_cuda_tensors_when_mamba_ssm_imports(monkeypatch):
     # no GPU here: stand in for an importable kernel to check the decision itself
     from bsmamba.scan import cuda
@@ -174,21 +160,28 @@ def test_inference_path_matches_reference_on_trained_like_decays(L, chunk, opts)
         torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
 
 
-def test_inference_path_tiles_the_batch_and_agrees_with_the_training_path(monkeypatch):
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_both_paths_tile_the_batch_and_match_the_reference_with_gradients(monkeypatch, chunk):
     from bsmamba.scan import fused
 
-    # a tile budget of two rows x one step forces several batch tiles, a ragged last one included
+    # a tile budget of two rows x one chunk forces several batch tiles, a ragged last one included
     x = _trained_like(5, 3, 4, 9, seed=2)
-    monkeypatch.setattr(fused, "TILE_ELEMENTS", 2 * 3 * 4)
+    monkeypatch.setattr(fused, "TILE_ELEMENTS", 2 * (chunk or 3) * 3 * 4)
+    assert fused._tile_rows(5, chunk or fused.default_chunk(9), 3, 4) == 2
     kw = {"delta_softplus": True, "return_last_state": True}
     with torch.no_grad():
         ref = _run(selective_scan_reference, x, **kw)
-        tiled = _run(selective_scan_fused, x, **kw)
-    train = _run(selective_scan_fused, {k: _req(v) for k, v in x.items()}, **kw)
+        tiled = _run(selective_scan_fused, x, chunk_size=chunk, **kw)
+    xr, xt = ({k: _req(v) for k, v in x.items()} for _ in range(2))
+    ref_g = _run(selective_scan_reference, xr, **kw)
+    train = _run(selective_scan_fused, xt, chunk_size=chunk, **kw)
     assert train[0].requires_grad and not tiled[0].requires_grad  # the two paths really ran
     for r, t, o in zip(ref, train, tiled, strict=True):
         torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(t.detach(), r, rtol=1e-10, atol=1e-10)
+    g_ref, g_got = _grads(ref_g, xr), _grads(train, xt)
+    for k in g_ref:
+        torch.testing.assert_close(g_got[k], g_ref[k], rtol=1e-9, atol=1e-10, msg=k)
 
 
 def _req(v):
@@ -206,21 +199,31 @@ def test_float32_inference_path_stays_finite_and_close_at_model_like_shape():
 
 
 @pytest.mark.parametrize("L", [1, 3, 4, 37])  # shorter than, equal to and longer than d_conv
-def test_mamba_block_inference_path_matches_its_training_path(L):
+def test_mamba_block_time_major_path_matches_the_module_path_with_gradients(L):
     from bsmamba.sequence.mamba import Mamba
 
     torch.manual_seed(L)
-    m = Mamba(8, d_state=4, expand=2).double()
+    fused = Mamba(8, d_state=4, expand=2).double()
     with torch.no_grad():  # trained-like: A down to -16, wider steps, a non-trivial conv bias
-        m.A_log.copy_(torch.linspace(-3.0, 2.77, m.A_log.numel()).reshape(m.A_log.shape))
-        m.dt_proj.bias.add_(2.0)
-        m.conv1d.bias.normal_()
+        fused.A_log.copy_(torch.linspace(-3.0, 2.77, fused.A_log.numel()).view_as(fused.A_log))
+        fused.dt_proj.bias.add_(2.0)
+        fused.conv1d.bias.normal_()
+    ref = Mamba(8, d_state=4, expand=2, scan_backend="reference").double()
+    ref.load_state_dict(fused.state_dict())
     x = torch.randn(3, L, 8, dtype=torch.float64)
-    train = m(x)  # parameters need gradients: the autograd path
-    with torch.no_grad():
-        infer = m(x)
-    assert train.requires_grad and not infer.requires_grad
-    torch.testing.assert_close(infer, train.detach(), rtol=1e-10, atol=1e-10)
+    outs = {}
+    for name, m in (("fused", fused), ("reference", ref)):
+        xg = x.clone().requires_grad_()
+        y = m(xg)
+        y.mul(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        outs[name] = (y.detach(), xg.grad, {k: p.grad for k, p in m.named_parameters()})
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), y.detach(), rtol=1e-10, atol=1e-10)  # no-grad path
+    (y, gx, gp), (y_ref, gx_ref, gp_ref) = outs["fused"], outs["reference"]
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-9, atol=1e-10)
+    for k in gp_ref:
+        torch.testing.assert_close(gp[k], gp_ref[k], rtol=1e-9, atol=1e-10, msg=k)
 
 
 def test_mamba_inference_path_steps_aside_when_hooks_watch_its_layers():

@@ -1,8 +1,7 @@
 """`bsmamba doctor`: what this machine will run on, in one screen (or one JSON document).
 
 Versions of the stack, the device a run would pick, thread counts, which selective-scan backend
-``auto`` picks there and why, whether mamba-ssm imports (and the error if not), and whether the
-scan's optional torch.compile is active.
+``auto`` picks there and why, and whether mamba-ssm imports (and the error if not).
 """
 
 from __future__ import annotations
@@ -29,11 +28,9 @@ def diagnose() -> dict[str, Any]:
     """The doctor's findings as a plain dict (the ``--json`` document's fields)."""
     from bsmamba.scan import available_backends, choose_backend
     from bsmamba.scan import cuda as scan_cuda
-    from bsmamba.scan.fused import compile_status
 
     device = default_device()
     backend, why = choose_backend(device)
-    compiled, compile_why = compile_status()
     return {
         "environment": env.environment(),
         "device": device,
@@ -43,8 +40,6 @@ def diagnose() -> dict[str, Any]:
         "scan_backend_reason": why,
         "scan_backends_available": available_backends(),
         "mamba_ssm_import_error": scan_cuda.IMPORT_ERROR,
-        "scan_compile_active": compiled,
-        "scan_compile_reason": compile_why,
     }
 
 
@@ -69,7 +64,6 @@ def main(args: argparse.Namespace) -> int:
         ("threads", f"{d['torch_threads']} torch, {e['cpu_count']} CPUs"),
         ("scan backend", f"{d['scan_backend']}: {d['scan_backend_reason']}"),
         ("scan backends", ", ".join(d["scan_backends_available"])),
-        ("scan compile", d["scan_compile_reason"]),
     ]
     if d["mamba_ssm_import_error"] and e["mamba_ssm"]:
         rows.append(("mamba-ssm error", d["mamba_ssm_import_error"]))

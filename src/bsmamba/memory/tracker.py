@@ -106,8 +106,15 @@ class LiveBytes(TorchDispatchMode):
                     self.records[idx].category = category
 
     def watch(self, model: torch.nn.Module) -> None:
-        """Attribute allocations in each submodule's forward to its path (``blocks.0.time``)."""
+        """Attribute allocations in each submodule's forward to its path (``blocks.0.time``).
+
+        Modules that run their children's weights directly (``bypasses_children``, the Mamba
+        block) are watched whole: a hook on a child would switch them to their slower path.
+        """
+        opaque = [n + "." for n, m in model.named_modules() if getattr(m, "bypasses_children", 0)]
         for name, mod in model.named_modules():
+            if any(name.startswith(p) for p in opaque):
+                continue
             name = name or type(model).__name__
             self._hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name: self._enter(n)))
             self._hooks.append(mod.register_forward_hook(lambda m, a, o: self._exit()))

@@ -25,6 +25,10 @@ from bsmamba.scan.fused import scan_time_major
 class Mamba(nn.Module):
     """(B, L, dim) -> (B, L, dim). ``dt_rank=0`` means ceil(dim / 16)."""
 
+    # With the fused scan, forward uses the layers' weights without calling the layers, unless
+    # hooks watch them (MAC counting); memory tracers watch the block whole instead.
+    bypasses_children = True
+
     def __init__(
         self,
         dim: int,
@@ -64,9 +68,9 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (torch.is_grad_enabled() and x.requires_grad or self._trainable()):
-            if choose_backend(x.device, self.scan_backend)[0] == "fused" and not self._hooked():
-                return self._forward_inference(x)
+        if choose_backend(x.device, self.scan_backend)[0] == "fused" and not self._hooked():
+            return self._forward_time_major(x)
+        # the module-by-module path, (B, d_inner, L) as mamba-ssm's kernel and the reference want
         L = x.shape[1]
         xs, z = rearrange(self.in_proj(x), "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L)
         xs = F.silu(self.conv1d(xs)[..., :L])  # keep the first L outputs: causal
@@ -89,7 +93,7 @@ class Mamba(nn.Module):
         return self.out_proj(rearrange(y, "b d l -> b l d"))
 
     def _hooked(self) -> bool:
-        """Whether module hooks watch the submodules (MAC counting, tracers): the inference
+        """Whether module hooks watch the submodules (MAC counting, tracers): the time-major
         path bypasses in_proj and conv1d, so it steps aside for them."""
         from torch.nn.modules import module as _m
 
@@ -97,12 +101,9 @@ class Mamba(nn.Module):
             return True
         return any(m._forward_hooks or m._forward_pre_hooks for m in self.children())
 
-    def _trainable(self) -> bool:
-        return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-
-    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward`` without autograd, time-major throughout: the scan wants (L, B, d) and
-        every (B, d, L) transpose of the training path is a full copy of a d_inner-wide tensor."""
+    def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` for the fused scan, time-major throughout: the scan wants (L, B, d), and
+        every (B, d, L) transpose of the module path is a full copy of a d_inner-wide tensor."""
         L, d = x.shape[1], self.d_inner
         # two half-width products instead of one split: xs and z come out contiguous, and the
         # taps and SiLU below run ~3x faster on contiguous rows than on strided halves
@@ -113,7 +114,7 @@ class Mamba(nn.Module):
         xc = torch.addcmul(self.conv1d.bias, xs, w[:, -1])  # (L, B, d_inner)
         for j in range(1, min(self.d_conv, L)):
             xc[j:].addcmul_(xs[:-j], w[:, -1 - j])
-        xc = F.silu(xc, inplace=True)
+        xc = F.silu(xc, inplace=not torch.is_grad_enabled())  # backward needs the input
         dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         y, _ = scan_time_major(
             xc,
