@@ -51,12 +51,17 @@ def _tile_rows(b: int, K: int, d: int, n: int) -> int:
     return max(1, min(b, TILE_ELEMENTS // (K * d * n)))
 
 
-def _states(h0, delta, du, At, B):
+# exp(x) as exp2(x log2(e)): torch's exp2 runs ~4x faster than its exp on CPU (1.9M float32
+# elements, one thread: 0.28 ms against 1.25 ms), and the decays are most of the scan's exps.
+LOG2E = math.log2(math.e)
+
+
+def _states(h0, delta, du, At2, B):
     """Decays a (k, r, n, d) and states H (k, r, n, d) of one tile from its start h0 (r, n, d).
 
-    delta, du (k, r, d) are delta_t and delta_t u_t; At (n, d); B (k, r, n).
+    delta, du (k, r, d) are delta_t and delta_t u_t; At2 (n, d) is A^T log2(e); B (k, r, n).
     """
-    a = torch.mul(delta[:, :, None, :], At).exp_()
+    a = torch.mul(delta[:, :, None, :], At2).exp2_()  # exp(delta_t A)
     H = torch.mul(du[:, :, None, :], B[:, :, :, None])  # inputs b_t, turned into states below
     h = h0
     for a_t, H_t in zip(a.unbind(0), H.unbind(0), strict=True):
@@ -78,7 +83,7 @@ def _scan(u, delta, At, B, C, K, starts=None):
     L, b, d = u.shape
     n = At.shape[0]
     rows = _tile_rows(b, K, d, n)
-    du = delta * u
+    du, At2 = delta * u, At * LOG2E
     y, last = u.new_empty(L, b, d), u.new_empty(b, n, d)
     for i in range(0, b, rows):
         j = min(i + rows, b)
@@ -87,7 +92,7 @@ def _scan(u, delta, At, B, C, K, starts=None):
             e = min(s + K, L)
             if starts is not None:
                 starts[c, i:j] = h
-            _, H = _states(h, delta[s:e, i:j], du[s:e, i:j], At, B[s:e, i:j])
+            _, H = _states(h, delta[s:e, i:j], du[s:e, i:j], At2, B[s:e, i:j])
             h = H[-1]
             # readout C_t . h_t: one (1, n) @ (n, d) product per (step, row)
             y[s:e, i:j] = _bmm(C[s:e, i:j].reshape(-1, 1, n), H.view(-1, n, d), e - s, j - i)
@@ -132,7 +137,7 @@ def _backward(u, delta, At, B, C, starts, K, dy, dlast):
     L, b, d = u.shape
     n = At.shape[0]
     rows = _tile_rows(b, K, d, n)
-    du_in = delta * u
+    du_in, At2 = delta * u, At * LOG2E
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dB, dC = torch.empty_like(B), torch.empty_like(C)
     dAt = torch.zeros_like(At)
@@ -145,7 +150,7 @@ def _backward(u, delta, At, B, C, starts, K, dy, dlast):
             e = min(s + K, L)
             k = e - s
             h0, dl, uc, dyc = starts[c, i:j], delta[s:e, i:j], u[s:e, i:j], dy[s:e, i:j]
-            a, H = _states(h0, dl, du_in[s:e, i:j], At, B[s:e, i:j])  # recompute from h0
+            a, H = _states(h0, dl, du_in[s:e, i:j], At2, B[s:e, i:j])  # recompute from h0
             dC[s:e, i:j] = torch.linalg.vecdot(H, dyc[:, :, None, :])  # sum_d dy_t h_t
             # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, last step of the chunk first
             G = torch.mul(C[s:e, i:j, :, None], dyc[:, :, None, :])
