@@ -1,4 +1,4 @@
-"""The bundled demo set: materialised once, deterministic, VoiceBank layout, disjoint speakers."""
+"""The bundled demo set: materialised once, deterministic, VoiceBank layout, held-out test clips."""
 
 import json
 from collections import Counter
@@ -20,7 +20,7 @@ def root(tmp_path_factory):
 
 
 def test_layout_and_manifest(root):
-    assert root.name == "demo-v1" and root.parent.name.startswith("cache")
+    assert root.name == "demo-v2" and root.parent.name.startswith("cache")
     for d in voicebank.LAYOUT:
         assert (root / d).is_dir()
     m = json.loads((root / "manifest.json").read_text())
@@ -30,19 +30,26 @@ def test_layout_and_manifest(root):
     test = Counter(e["snr_db"] for e in noisy if e["dir"] == "noisy_testset_wav")
     assert set(train) == {0.0, 5.0, 10.0, 15.0} and set(test) == {2.5, 7.5, 12.5, 17.5}
     assert max(test.values()) - min(test.values()) <= 1  # SNRs equally represented
-    assert 150 <= sum(train.values()) <= 300 and 16 <= sum(test.values()) <= 24
-    # Real noises and generated ones both appear, and test noises differ from train noises.
+    assert 150 <= sum(train.values()) <= 300 and sum(test.values()) == 20
+    # Every noise type appears in both sets; no test mixture uses a trained-on noise sample.
     train_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_train")}
     test_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_test")}
-    assert not train_noise & test_noise
-    assert {"vinyl_hiss", "pink"} <= train_noise
+    assert test_noise <= train_noise and {"vinyl_hiss", "pink", "brown"} <= train_noise
+    for e in noisy:
+        span = e["noise_span_s"]
+        if span is not None:  # a recording: train from its start, test from its end
+            assert (span[0] == 0.0) == e["dir"].startswith("noisy_train"), e
 
 
-def test_speakers_disjoint_and_both_sexes(root):
+def test_test_clips_never_train_and_both_sexes(root):
     index = json.loads((demo._bundle() / "index.json").read_text())
-    train_spk = {voicebank.speaker(p.name) for p in (root / "clean_trainset_28spk_wav").glob("*")}
+    m = json.loads((root / "manifest.json").read_text())
+    source = {d: {e["source"] for e in m["files"] if e["dir"] == d} for d in voicebank.LAYOUT}
+    assert not source["clean_testset_wav"] & source["clean_trainset_28spk_wav"]
     test_spk = {voicebank.speaker(p.name) for p in (root / "clean_testset_wav").glob("*")}
-    assert len(train_spk) >= 3 and len(test_spk) >= 2 and not train_spk & test_spk
+    train_spk = {voicebank.speaker(p.name) for p in (root / "clean_trainset_28spk_wav").glob("*")}
+    assert test_spk == set(demo.TEST_CLIPS) and test_spk < train_spk  # matched speakers
+    assert not test_spk & set(demo.VALID_SPEAKERS)
     sex = {e["speaker"]: e["sex"] for e in index["speech"]}
     assert {sex[s] for s in train_spk} >= {"f", "m"} and {sex[s] for s in test_spk} >= {"f", "m"}
 
@@ -96,7 +103,7 @@ def test_documented_noisy_baseline(root):
     from bsmamba.evaluate import evaluate_dirs
 
     s = evaluate_dirs(root / "clean_testset_wav", root / "noisy_testset_wav", workers=0)
-    assert s["failed"] == 0 and s["scored"] == 22
+    assert s["failed"] == 0 and s["scored"] == 20
     for key, want in demo.NOISY_BASELINE.items():
         assert s["metrics"]["enhanced"][key]["mean"] == pytest.approx(want, abs=2e-3), key
     assert set(s["by_snr"]) == {"2.5", "7.5", "12.5", "17.5"}

@@ -20,9 +20,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "about": "all five systems on the bundled demo set, ~10 min on 2 CPU cores",
         "overrides": {
             "data.path": "demo",
-            # Small shape, high lr: one step of abl2/abl3 takes ~1.3 s of one core (bsrnn 0.55 s),
-            # so ~100 steps in the budget. At 60 steps lr 5e-3 beat 2e-3 (abl3 test PESQ 2.11 vs
-            # 2.05; noisy input 2.01).
+            # Small shape, high lr: one step takes 0.36-0.67 s of one core (benchmarks/speed.py
+            # --batch 4 --seconds 0.5 --threads 1), so 200-400 steps in the budget. On demo-v1,
+            # at 60 steps, lr 5e-3 beat 2e-3 (abl3 test PESQ 2.11 vs 2.05).
             "data.segment_s": 0.5,
             "train.batch_size": 4,
             "train.lr": 5e-3,
