@@ -203,7 +203,7 @@ def scan_time_major(
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     u = u.contiguous()
     if delta_bias is not None:
-        delta = delta + delta_bias.to(u.dtype)  # a new contiguous tensor (the copy happens anyway)
+        delta = delta + delta_bias.to(u.dtype)  # a new tensor: the caller's delta is untouched
     if delta_softplus:
         delta = F.softplus(delta)
     delta = delta.contiguous()
