@@ -45,7 +45,9 @@ PS = Path("/usr/share/pocketsphinx/test/data")
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 SONIC = Path("/usr/share/sonic-pi/samples")
 
-# (name, role): train noises and test noises are different recordings, as in VB-DMD.
+# (name, role): the role in index.json is the bundle's first grouping (demo-v1 kept train and
+# test noises apart). Since demo-v2, bsmamba.data.demo cuts every recording into a training
+# part and a test part instead, and ignores these roles (as it does the speech roles).
 NOISES = {
     "vinyl_hiss": "train",
     "loop_3d_printer": "train",
