@@ -167,7 +167,9 @@ def test_both_paths_tile_the_batch_and_match_the_reference_with_gradients(monkey
     # a tile budget of two rows x one chunk forces several batch tiles, a ragged last one included
     x = _trained_like(5, 3, 4, 9, seed=2)
     monkeypatch.setattr(fused, "TILE_ELEMENTS", 2 * (chunk or 3) * 3 * 4)
-    assert fused._tile_rows(5, chunk or fused.default_chunk(9), 3, 4) == 2
+    K = chunk or fused.default_chunk(9)
+    assert fused._tile_rows(5, K, 3, 4, torch.device("cpu")) == 2
+    assert fused._tile_rows(5, K, 3, 4, torch.device("cuda")) == 5  # GPUs: larger tiles
     kw = {"delta_softplus": True, "return_last_state": True}
     with torch.no_grad():
         ref = _run(selective_scan_reference, x, **kw)

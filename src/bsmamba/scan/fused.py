@@ -40,6 +40,11 @@ MAX_CHUNK = 16
 # rows), d_inner 128, d_state 12): 64k elements 0.52 / 0.67 s, 256k 0.32 / 0.34 s, 1M-2M
 # 0.26 / 0.26 s, 4M+ slower again (the tile leaves the 32 MiB L3). Untiled: 1.22 / 0.30 s.
 TILE_ELEMENTS = 1 << 20
+# On GPUs a tile is one kernel launch per op: small tiles would be launch-bound. 2**24 elements
+# (64 MiB) make the study's shapes one tile each, as before tiling, while still bounding the
+# temporaries at large batches (reasoned, not measured: no GPU in development). The meta device
+# traces CPU steps (``bsmamba plan``), so it tiles as the CPU does.
+TILE_ELEMENTS_GPU = 1 << 24
 
 
 def default_chunk(L: int) -> int:
@@ -47,8 +52,9 @@ def default_chunk(L: int) -> int:
     return max(1, min(math.ceil(math.sqrt(L)), MAX_CHUNK))
 
 
-def _tile_rows(b: int, K: int, d: int, n: int) -> int:
-    return max(1, min(b, TILE_ELEMENTS // (K * d * n)))
+def _tile_rows(b: int, K: int, d: int, n: int, device: torch.device) -> int:
+    budget = TILE_ELEMENTS if device.type in ("cpu", "meta") else TILE_ELEMENTS_GPU
+    return max(1, min(b, budget // (K * d * n)))
 
 
 # exp(x) as exp2(x log2(e)): torch's exp2 runs ~4x faster than its exp on CPU (1.9M float32
@@ -82,7 +88,7 @@ def _scan(u, delta, At, B, C, K, starts=None):
     """
     L, b, d = u.shape
     n = At.shape[0]
-    rows = _tile_rows(b, K, d, n)
+    rows = _tile_rows(b, K, d, n, u.device)
     du, At2 = delta * u, At * LOG2E
     y, last = u.new_empty(L, b, d), u.new_empty(b, n, d)
     for i in range(0, b, rows):
@@ -136,7 +142,7 @@ def _backward(u, delta, At, B, C, starts, K, dy, dlast):
     """du, ddelta (L, b, d), dAt (n, d), dB, dC (L, b, n) from dy (L, b, d), dlast (b, n, d)."""
     L, b, d = u.shape
     n = At.shape[0]
-    rows = _tile_rows(b, K, d, n)
+    rows = _tile_rows(b, K, d, n, u.device)
     du_in, At2 = delta * u, At * LOG2E
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dB, dC = torch.empty_like(B), torch.empty_like(C)
