@@ -35,3 +35,21 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
     assert hashlib.sha256(flat.numpy().tobytes()).hexdigest() == digests[0]
     # 8 training items over 2 ranks x batch 2 = 2 steps an epoch: one validation ran
     assert len(results["validation"]) == 1
+
+
+def test_an_oom_on_one_rank_fails_the_job_fast_with_a_clear_message(tmp_path):
+    # the ladder must not step down on one rank alone: that would hang the other in a collective
+    import time
+
+    data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
+    overrides = tiny(data, out, "train.max_steps=3", "model.dim=8")
+    overrides += ["memory.inject_oom_at_step=1", "memory.inject_oom_rank=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "bsmamba.cli", "train", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "out of memory on rank 1 of 2" in done.stderr, done.stderr[-3000:]
+    assert time.monotonic() - t0 < 120  # torchrun stopped rank 0: no wait for a timeout
+    assert not (out / "results.json").exists()

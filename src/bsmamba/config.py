@@ -121,6 +121,7 @@ class MemoryConfig:
     keep_effective_batch: bool = False
     device: str = ""  # device the plan is judged for: "" = train.device (auto -> cuda or cpu)
     inject_oom_at_step: int = -1  # tests: raise torch.OutOfMemoryError once at this step
+    inject_oom_rank: int = -1  # tests: only this distributed rank raises it (-1: every rank)
 
 
 @dataclass

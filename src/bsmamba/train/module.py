@@ -130,6 +130,7 @@ class EnhancementModule(L.LightningModule):
         self.nonfinite_steps = 0
         mem = cfg.get("memory", {})
         self.inject_oom_at_step = int(mem.get("inject_oom_at_step", -1)) if mem else -1
+        self.inject_oom_rank = int(mem.get("inject_oom_rank", -1)) if mem else -1
         self._resume: dict[str, Any] | None = None  # from on_load_checkpoint, used at train start
         self._samples_done = 0  # samples this rank consumed in the current epoch
         self._pesq_budget = 0
@@ -218,7 +219,10 @@ class EnhancementModule(L.LightningModule):
         t = self.cfg.train
         noisy, clean = batch  # (B, S) each
         self._samples_done += noisy.shape[0]
-        if 0 <= self.inject_oom_at_step == self.global_step:  # tests of the memory ladder
+        if 0 <= self.inject_oom_at_step == self.global_step and self.inject_oom_rank in (
+            -1,
+            self.global_rank,
+        ):  # tests of the memory ladder
             self.inject_oom_at_step = -1
             raise torch.OutOfMemoryError("injected")
         opts = self._optimizers()

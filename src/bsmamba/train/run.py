@@ -67,6 +67,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except Exception as e:
             if not ladder.is_oom(e):
                 raise
+            devices, nodes, _ = _distribution(cfg)
+            if devices * nodes > 1:
+                # A rung taken by one rank alone would leave the others blocked in a collective
+                # (a hang until the process-group timeout) or training another model.
+                raise RuntimeError(
+                    f"out of memory on rank {_rank()} of {devices * nodes} during distributed "
+                    f"training ({e}). The ladder cannot step down one rank alone. Start a new "
+                    "run with a smaller train.batch_size, or with memory.budget set to one "
+                    "GPU's memory so that every rank's plan steps down before step 0; "
+                    f"{out} keeps its checkpoints."
+                ) from e
             stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
             if stepped is None:
                 raise
