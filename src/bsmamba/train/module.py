@@ -219,10 +219,8 @@ class EnhancementModule(L.LightningModule):
         t = self.cfg.train
         noisy, clean = batch  # (B, S) each
         self._samples_done += noisy.shape[0]
-        if 0 <= self.inject_oom_at_step == self.global_step and self.inject_oom_rank in (
-            -1,
-            self.global_rank,
-        ):  # tests of the memory ladder
+        this_rank = self.inject_oom_rank in (-1, self.global_rank)
+        if this_rank and 0 <= self.inject_oom_at_step == self.global_step:  # ladder tests
             self.inject_oom_at_step = -1
             raise torch.OutOfMemoryError("injected")
         opts = self._optimizers()
