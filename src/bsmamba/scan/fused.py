@@ -157,7 +157,7 @@ def _backward(u, delta, At, B, C, starts, K, dy, dlast):
             k = e - s
             h0, dl, uc, dyc = starts[c, i:j], delta[s:e, i:j], u[s:e, i:j], dy[s:e, i:j]
             a, H = _states(h0, dl, du_in[s:e, i:j], At2, B[s:e, i:j])  # recompute from h0
-            dC[s:e, i:j] = torch.linalg.vecdot(H, dyc[:, :, None, :])  # sum_d dy_t h_t
+            torch.linalg.vecdot(H, dyc[:, :, None, :], out=dC[s:e, i:j])  # sum_d dy_t h_t
             # adjoint g_t = dy_t C_t + a_{t+1} g_{t+1}, last step of the chunk first
             G = torch.mul(C[s:e, i:j, :, None], dyc[:, :, None, :])
             if carry is not None:
@@ -167,12 +167,12 @@ def _backward(u, delta, At, B, C, starts, K, dy, dlast):
                 Gs[t].addcmul_(As[t + 1], Gs[t + 1])
             carry = As[0] * Gs[0]
             GB = _bmm(B[s:e, i:j].reshape(-1, 1, n), G.view(-1, n, d), k, r)  # dLoss/d(delta u)
-            dB[s:e, i:j] = torch.linalg.vecdot(G, du_in[s:e, i:j, None, :])
+            torch.linalg.vecdot(G, du_in[s:e, i:j, None, :], out=dB[s:e, i:j])
             X = G.mul_(a)  # g_t a_t h_{t-1}: the gradient through the decay, in place of G
             X[1:] *= H[:-1]
             X[0] *= h0
-            ddelta[s:e, i:j] = torch.mul(X, At).sum(2).addcmul_(GB, uc)
-            du[s:e, i:j] = GB * dl
+            torch.sum(torch.mul(X, At), 2, out=ddelta[s:e, i:j]).addcmul_(GB, uc)
+            torch.mul(GB, dl, out=du[s:e, i:j])
             dAt += X.mul_(dl[:, :, None, :]).sum((0, 1))
     return du, ddelta, dAt, dB, dC
 
