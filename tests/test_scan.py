@@ -255,3 +255,22 @@ def test_mamba_inference_path_under_bf16_autocast_stays_close_to_float32():
             got = m(x)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.02)  # bf16 projections
+
+
+def test_mamba_training_path_under_bf16_autocast_is_finite_and_close_to_float32():
+    from bsmamba.sequence.mamba import Mamba
+
+    torch.manual_seed(0)
+    m = Mamba(16, d_state=4)
+    x = torch.randn(2, 9, 16)
+    ref = m(x)
+    ref.square().mean().backward()
+    ref_grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = m(x)
+    got.float().square().mean().backward()
+    torch.testing.assert_close(got.float(), ref.detach(), rtol=0.05, atol=0.02)  # bf16 matmuls
+    for p, g in zip(m.parameters(), ref_grads, strict=True):
+        assert torch.isfinite(p.grad).all()
+        assert torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0) > 0.98
