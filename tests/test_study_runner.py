@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bsmamba import schema
-from bsmamba.study import report
+from bsmamba.study import report, runner
 
 SYSTEMS = ["bsrnn", "abl3"]  # the smoke recipe covers all five; two keep the test short
 
@@ -179,7 +179,7 @@ def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
 
 
 def test_config_order_is_defaults_recipe_file_overrides(tmp_path):
-    from bsmamba.study import recipes, runner
+    from bsmamba.study import recipes
 
     smoke = recipes.recipe("smoke")
     file = tmp_path / "study.yaml"
@@ -218,3 +218,21 @@ def test_abl3_only_fallback_when_a_system_does_not_fit(tmp_path):
     row = claims["abl3 fits in memory with batch size 6"]
     assert row["verdict"] == "fails" and "ladder" in row["note"]
     assert claims["abl1 fits in memory with batch size 6"]["verdict"] == "holds"
+
+
+def test_a_rerun_with_other_config_or_other_data_warns(tmp_path):
+    # e.g. a study folder made on demo-v1 and rerun after the demo set changed version
+    from bsmamba import config, files
+
+    cfg = runner.study_config(None, ["study.recipe=smoke", f"study.out={tmp_path}"])
+    files.write_json(
+        tmp_path / "study.json", {"config": config.to_dict(cfg), "data_root": "/cache/demo-v1"}
+    )
+    assert runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v1")) == []
+    lines = runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v2"))
+    assert len(lines) == 1 and "/cache/demo-v1" in lines[0] and "/cache/demo-v2" in lines[0]
+    other = runner.study_config(
+        None, ["study.recipe=smoke", f"study.out={tmp_path}", "train.lr=0.01"]
+    )
+    lines = runner._changed_since_last_run(tmp_path, other, Path("/cache/demo-v2"))
+    assert len(lines) == 2 and "train.lr" in lines[0]

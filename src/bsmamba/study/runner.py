@@ -396,20 +396,28 @@ _FREE_TO_CHANGE = (
 )
 
 
-def _changed_since_last_run(sdir: Path, cfg: DictConfig) -> list[str]:
-    """Keys whose value differs from the study's last run: its finished stages are reused."""
-    old = (_read(sdir / "study.json") or {}).get("config")
-    if not old:
-        return []
-    flat_old, flat_new = _flat(old), _flat(config.to_dict(cfg))
-    keys = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
-    keys = [k for k in keys if not k.startswith(_FREE_TO_CHANGE)]
-    if not keys:
-        return []
-    return [
-        f"{sdir} was run with other values of {', '.join(keys)}; its finished stages are reused "
-        "as they are (use a new --out to rerun them with this config)"
-    ]
+def _changed_since_last_run(sdir: Path, cfg: DictConfig, root: Path) -> list[str]:
+    """What differs from the study's last run (config keys, the data folder, e.g. a new demo set
+    version): warnings, since its finished stages are reused as they are."""
+    last = _read(sdir / "study.json") or {}
+    out = []
+    if last.get("config"):
+        flat_old, flat_new = _flat(last["config"]), _flat(config.to_dict(cfg))
+        keys = sorted(
+            k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k)
+        )
+        keys = [k for k in keys if not k.startswith(_FREE_TO_CHANGE)]
+        if keys:
+            out.append(
+                f"{sdir} was run with other values of {', '.join(keys)}; its finished stages are "
+                "reused as they are (use a new --out to rerun them with this config)"
+            )
+    if last.get("data_root") and last["data_root"] != str(root):
+        out.append(
+            f"{sdir} was run on {last['data_root']}, the data is now {root}; its finished stages "
+            "are reused as they are (use a new --out to rerun them on this data)"
+        )
+    return out
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -445,7 +453,7 @@ def run_study(
         run_config(cfg, s, 0, sdir)  # validates system names before any work
     root = _resolve_data(cfg)
     warnings = (_read(sdir / "study.json") or {}).get("warnings", [])
-    for line in _changed_since_last_run(sdir, cfg):
+    for line in _changed_since_last_run(sdir, cfg, root):
         echo(f"[study] warning: {line}")
         warnings.append(line)
     sdir.mkdir(parents=True, exist_ok=True)
