@@ -40,9 +40,12 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
-def inject_oom(cfg: DictConfig, step: int) -> None:
-    """Raise ``torch.OutOfMemoryError`` if ``memory.inject_oom_at_step == step`` (tests)."""
-    if cfg.memory.inject_oom_at_step >= 0 and step == cfg.memory.inject_oom_at_step:
+def inject_oom(cfg: DictConfig, step: int, rank: int = 0) -> None:
+    """Raise ``torch.OutOfMemoryError`` if ``memory.inject_oom_at_step == step`` and
+    ``memory.inject_oom_rank`` is -1 or ``rank`` (tests; ``step_down`` clears it: it fires once)."""
+    at = OmegaConf.select(cfg, "memory.inject_oom_at_step", default=-1)
+    who = OmegaConf.select(cfg, "memory.inject_oom_rank", default=-1)
+    if 0 <= at == step and who in (-1, rank):
         raise torch.OutOfMemoryError(f"injected out-of-memory error at step {step}")
 
 

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bsmamba.memory import ladder
 from bsmamba.train import checkpoint as ckpt_io
 from bsmamba.train import losses
 
@@ -104,9 +105,10 @@ class SeededItems(Dataset):
 class EnhancementModule(L.LightningModule):
     """Trains ``model`` on ``(noisy, clean)`` batches of ``(B, S)`` waveforms.
 
-    cfg: the full config (``train`` section for the recipe, ``data.num_workers``,
-    ``memory.inject_oom_at_step``). ``train_set`` / ``valid_set`` yield ``(noisy, clean)`` float
-    tensors ``(S,)``; they may be None when dataloaders are passed to ``Trainer.fit`` directly.
+    cfg: the full config (``train`` section for the recipe, ``data.num_workers``, the
+    ``memory.inject_oom_*`` test hooks). ``train_set`` / ``valid_set`` yield ``(noisy, clean)``
+    float tensors ``(S,)``; they may be None when dataloaders are passed to ``Trainer.fit``
+    directly.
     """
 
     def __init__(
@@ -128,9 +130,6 @@ class EnhancementModule(L.LightningModule):
         self.discriminator = losses.Discriminator() if t.metricgan_from_epoch >= 0 else None
         self.automatic_optimization = False
         self.nonfinite_steps = 0
-        mem = cfg.get("memory", {})
-        self.inject_oom_at_step = int(mem.get("inject_oom_at_step", -1)) if mem else -1
-        self.inject_oom_rank = int(mem.get("inject_oom_rank", -1)) if mem else -1
         self._resume: dict[str, Any] | None = None  # from on_load_checkpoint, used at train start
         self._samples_done = 0  # samples this rank consumed in the current epoch
         self._pesq_budget = 0
@@ -219,10 +218,7 @@ class EnhancementModule(L.LightningModule):
         t = self.cfg.train
         noisy, clean = batch  # (B, S) each
         self._samples_done += noisy.shape[0]
-        this_rank = self.inject_oom_rank in (-1, self.global_rank)
-        if this_rank and 0 <= self.inject_oom_at_step == self.global_step:  # ladder tests
-            self.inject_oom_at_step = -1
-            raise torch.OutOfMemoryError("injected")
+        ladder.inject_oom(self.cfg, self.global_step, self.global_rank)  # tests of the ladder
         opts = self._optimizers()
         out = self._loss(noisy, clean)
         loss = out.total

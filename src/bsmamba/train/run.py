@@ -121,7 +121,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     train_set = data.TrainSet(root, "train", seed=int(t.seed), **kw)
     valid_set = data.TrainSet(root, "valid", seed=int(t.seed), **kw)
     model = BandSplitEnhancer(**config.model_kwargs(cfg))
-    module = EnhancementModule(model, cfg, train_set, valid_set)  # reads memory.inject_oom_at_step
+    module = EnhancementModule(model, cfg, train_set, valid_set)
 
     callbacks: list = [cb.LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
     if t.keep_best > 0:
@@ -166,8 +166,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     if trainer.world_size > 1:
         results["ddp"] = _rank_digests(trainer, module)
     if trainer.global_rank == 0:
-        files.write_json(out / "results.json", results)
-        _write_ladder(out, events, cfg)
+        files.write_json(out / "results.json", results)  # ladder.json: written by run()
         _summary(cfg, out, results)
     if trainer.world_size > 1:
         # Leave together: a rank exiting while a peer still talks to it can abort the peer.
