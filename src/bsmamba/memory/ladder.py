@@ -110,7 +110,9 @@ def step_down(cfg: DictConfig, reason: str) -> tuple[DictConfig, dict[str, Any]]
     return None
 
 
-def _plan_device(cfg: DictConfig) -> str:
+def plan_device(cfg: DictConfig) -> str:
+    """Where the plan judges memory: ``memory.device``, else the training device (``auto``: CUDA
+    when present)."""
     device = cfg.memory.device or cfg.train.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -131,7 +133,7 @@ def fit(cfg: DictConfig) -> tuple[DictConfig, list[dict[str, Any]]]:
         return cfg, []
     for rung in cfg.memory.ladder:  # fail on a bad rung now, not after an OOM hours in
         _parse(rung, cfg)
-    device = _plan_device(cfg)
+    device = plan_device(cfg)
     events: list[dict[str, Any]] = []
     while True:
         p = plan(

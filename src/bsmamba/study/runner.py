@@ -147,6 +147,7 @@ def _params_stage(cfg: DictConfig) -> dict:
 
 def _memory_stage(cfg: DictConfig) -> dict:
     """Peak training memory at the plan's shape; the ladder's rungs when it does not fit."""
+    from bsmamba.memory import ladder
     from bsmamba.memory import plan as memplan
 
     b, seg = cfg.study.plan_batch_size, cfg.study.plan_segment_s
@@ -155,16 +156,11 @@ def _memory_stage(cfg: DictConfig) -> dict:
         batch_size=b,
         segment_s=seg,
         budget=cfg.memory.budget,
-        device=_plan_device(cfg),
+        device=ladder.plan_device(cfg),
         measure=bool(cfg.study.plan_measure),
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
     if not _fits(res):
-        try:
-            from bsmamba.memory import ladder
-        except ModuleNotFoundError:
-            out["ladder_error"] = "bsmamba.memory.ladder is not installed in this build"
-            return out
         at_plan = copy.deepcopy(cfg)
         at_plan.train.batch_size, at_plan.data.segment_s = b, seg
         at_plan.memory.check = True  # the recipe may skip the in-run check; this one is asked for
@@ -180,16 +176,6 @@ def _memory_stage(cfg: DictConfig) -> dict:
             "checkpointing": fitted.model.checkpointing,
         }
     return out
-
-
-def _plan_device(cfg: DictConfig) -> str:
-    """Where the plan judges memory: the training device (``auto``: CUDA when present)."""
-    import torch
-
-    device = cfg.memory.get("device") or cfg.train.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if device == "cuda" else "cpu"
 
 
 def _fits(plan_result: dict) -> bool:
