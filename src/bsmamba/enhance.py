@@ -52,6 +52,7 @@ class Enhancer:
         self.chunk = int(round(chunk_s * self.sample_rate))
         self.overlap = int(round(overlap_s * self.sample_rate))
         self.notes: list[str] = []
+        self.checkpoint: Path | None = None  # set by :func:`load`
 
     def enhance(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """Enhance one recording: wav (S,), (S, C) or (C, S) at ``sample_rate`` Hz -> (S',)."""
@@ -198,7 +199,7 @@ def enhance_path(
             log(f"{inp} -> {out}{extra}")
     wall = time.perf_counter() - t0
     return {
-        "checkpoint": str(enhancer.checkpoint) if hasattr(enhancer, "checkpoint") else None,
+        "checkpoint": enhancer.checkpoint and str(enhancer.checkpoint),
         "out": str(dst),
         "files": len(done),
         "skipped": skipped,
