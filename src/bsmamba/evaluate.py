@@ -33,9 +33,6 @@ from bsmamba import files, metrics, schema
 from bsmamba.data import audio, manifest_snrs
 from bsmamba.schema import METRIC_KEYS
 
-_LABELS = {"pesq": "PESQ", "csig": "CSIG", "cbak": "CBAK", "covl": "COVL", "ssnr": "SSNR",
-           "stoi": "STOI", "si_sdr": "SI-SDR"}  # fmt: skip
-
 
 def _score_pair(job: dict) -> dict:
     """Score one name (runs in a worker). Never raises: problems become ``error`` strings."""
@@ -263,7 +260,7 @@ def table(summary: dict) -> str:
               f"{summary['sample_rate'] // 1000} kHz (std across utterances)")  # fmt: skip
     t.add_column("input")
     for k in METRIC_KEYS:
-        t.add_column(_LABELS[k], justify="right")
+        t.add_column(schema.METRIC_LABELS[k], justify="right")
     for name, stats in summary["metrics"].items():
         t.add_row(name, *(_cell(stats[k], k) for k in METRIC_KEYS))
     for level, part in summary.get("by_snr", {}).items():

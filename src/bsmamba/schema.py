@@ -15,6 +15,10 @@ SCHEMA_VERSION = 1
 
 # Column order papers use for VB-DMD tables.
 METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi", "si_sdr")
+# Their column headings in tables.
+METRIC_LABELS = dict(
+    zip(METRIC_KEYS, ("PESQ", "CSIG", "CBAK", "COVL", "SSNR", "STOI", "SI-SDR"), strict=True)
+)
 
 KINDS = (
     "params",  # bsmamba params

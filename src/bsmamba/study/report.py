@@ -24,15 +24,7 @@ import numpy as np
 from bsmamba import files, schema
 from bsmamba.study.runner import _fits
 
-METRIC_LABELS = {
-    "pesq": "PESQ",
-    "csig": "CSIG",
-    "cbak": "CBAK",
-    "covl": "COVL",
-    "ssnr": "SSNR",
-    "stoi": "STOI",
-    "si_sdr": "SI-SDR",
-}
+METRIC_LABELS = schema.METRIC_LABELS
 # Digits per metric in tables (STOI as a fraction, like VB-DMD tables).
 _DIGITS = {"pesq": 2, "csig": 2, "cbak": 2, "covl": 2, "ssnr": 2, "stoi": 3, "si_sdr": 2}
 _NAME_COLUMNS = ("file", "name", "utterance", "filename", "path")
