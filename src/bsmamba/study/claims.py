@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bsmamba.presets import CLAIMS, EARLIER, EARLIER_CLAIMS
+from bsmamba.presets import CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
 
 HOLDS, FAILS = "holds", "fails"
 NOT_SIGNIFICANT = "not significant"
@@ -22,8 +22,8 @@ NOT_MEASURED = "not measured"
 PARAM_TOL = 0.05  # relative: "~2.5M" holds for 2.375M..2.625M
 PERCENT_TOL = 5.0  # percentage points, for "46% smaller"
 POINT_PESQ_TOL = 0.05  # a single expected PESQ (e.g. 3.00) is read as +-0.05
-PLAN_DECODER_M = {"adaptive": 1.85, "uniform": 3.45}  # "1.85M vs 3.45M"
-PLAN_DECODER_SAVING = 46.0  # "%"
+PLAN_DECODER_M = {"adaptive": DECODER_CLAIM["adaptive_m"], "uniform": DECODER_CLAIM["uniform_m"]}
+PLAN_DECODER_SAVING = 100 * DECODER_CLAIM["saving"]  # "%"
 PLAN_BIDIR_GAIN = 0.3  # "+0.3 PESQ expected"
 PLAN_BATCH = 6
 MIN_PAIRED = 10  # fewer paired utterances than this: a bootstrap interval means nothing
@@ -186,12 +186,15 @@ def _decoder_claims(results: dict) -> list[dict]:
             uniform, ref = _decoder_params(by[s]), s
             break
     claim = f"Adaptive decoder ≈{PLAN_DECODER_SAVING:g}% smaller than the uniform one"
-    claim_abs = "Decoders: adaptive 1.85M vs uniform 3.45M"
+    sizes = f"{PLAN_DECODER_M['adaptive']}M vs {PLAN_DECODER_M['uniform']}M"
+    claim_abs = (
+        f"Decoders: adaptive {PLAN_DECODER_M['adaptive']}M vs uniform {PLAN_DECODER_M['uniform']}M"
+    )
     if adaptive is None or uniform is None:
         note = "needs per-component counts of abl3 and a uniform-decoder system"
         return [
             _row(claim, f"{PLAN_DECODER_SAVING:g}%", "-", NOT_MEASURED, note),
-            _row(claim_abs, "1.85M vs 3.45M", "-", NOT_MEASURED, note),
+            _row(claim_abs, sizes, "-", NOT_MEASURED, note),
         ]
     saving = 100 * (1 - adaptive / uniform)
     measured = f"{saving:.1f}% ({_m(adaptive)} vs {_m(uniform)} in {ref})"
@@ -208,7 +211,7 @@ def _decoder_claims(results: dict) -> list[dict]:
     rows.append(
         _row(
             claim_abs,
-            "1.85M vs 3.45M",
+            sizes,
             f"{_m(adaptive)} vs {_m(uniform)}",
             HOLDS if ok else FAILS,
             note,
