@@ -8,8 +8,9 @@ The enhanced bin is ``sum_k M_k[f, t] * X[f, t + k - 1]`` over the frames t-1, t
 
 ``mask_init="random"`` (default) keeps PyTorch's initialisation, as the BSRNN re-implementation.
 ``"identity"`` zeroes each band's last Linear and sets its bias so that the filter is (0, 1, 0):
-an untrained model passes its input through. In two 140 s demo runs of abl3 it did not beat
-``random`` (test PESQ 1.97 at lr 2e-3 vs 2.00 at lr 5e-3), so it is an option, not the default.
+an untrained model passes its input through. It is an option, not the default: in a full demo
+study on demo-v1 it did not put more systems above the noisy input than ``random`` (docs/study.md,
+"Earlier runs").
 
 ``uniform``: the same hidden width H = 4N for every band.
 ``adaptive``: H by the band's upper edge: 4N up to 1 kHz, 2N up to 4 kHz, N above. Speech puts

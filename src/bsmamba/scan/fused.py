@@ -35,10 +35,11 @@ from torch.autograd.function import once_differentiable
 # K: chunk length of the training path; the saved states are L/K per row, the recomputed ones K.
 MAX_CHUNK = 16
 
-# One tile's (K, rows, d_state, d_inner) block. Measured on this 2-core machine (2 threads,
-# forward + backward at the study's band pass, (L 30, 1506 rows), and time pass, (L 251, 180
-# rows), d_inner 128, d_state 12): 64k elements 0.52 / 0.67 s, 256k 0.32 / 0.34 s, 1M-2M
-# 0.26 / 0.26 s, 4M+ slower again (the tile leaves the 32 MiB L3). Untiled: 1.22 / 0.30 s.
+# One tile's (K, rows, d_state, d_inner) block. Ad-hoc timings (script not kept) on the 2-core
+# development machine, 2 threads, forward + backward of one scan call at the study's band pass
+# (L 30, 1506 rows) / time pass (L 251, 180 rows), d_inner 128, d_state 12: 64k elements
+# 0.52 / 0.67 s, 256k 0.32 / 0.34 s, 1M-2M 0.26 / 0.26 s, 6-9M slower again (0.37 / 0.66 s).
+# Untiled (the previous training path): 1.22 / 0.30 s.
 TILE_ELEMENTS = 1 << 20
 # On GPUs a tile is one kernel launch per op: small tiles would be launch-bound. 2**24 elements
 # (64 MiB) make the study's shapes one tile each, as before tiling, while still bounding the
@@ -57,8 +58,8 @@ def _tile_rows(b: int, K: int, d: int, n: int, device: torch.device) -> int:
     return max(1, min(b, budget // (K * d * n)))
 
 
-# exp(x) as exp2(x log2(e)): torch's exp2 runs ~4x faster than its exp on CPU (1.9M float32
-# elements, one thread: 0.28 ms against 1.25 ms), and the decays are most of the scan's exps.
+# exp(x) as exp2(x log2(e)): torch's exp2 ran ~4x faster than its exp on this CPU (an ad-hoc
+# timing, 1.9M float32 elements, one thread: 0.28 ms against 1.25 ms); decays are most exps.
 LOG2E = math.log2(math.e)
 
 
