@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bsmamba import files  # noqa: E402
-from bsmamba.study.report import _read  # noqa: E402
 
 _VAL_KEYS = ("val_pesq", "val/pesq", "valid_pesq", "val_loss", "val/loss", "valid_loss")
 
@@ -116,7 +115,7 @@ def figures(results: dict, study_dir: Path) -> list[str]:
     for s in results["systems"]:
         for seed in results["seeds"]:
             rdir = study_dir / s / f"s{seed}"
-            rec = _read(rdir / "stages" / "train.json")
+            rec = _json(rdir / "stages" / "train.json")
             c = validation_curve(rdir, rec) if rec.get("status") == "done" else None
             if c and c[0]:
                 curves.append((f"{s}/s{seed}", *c))
@@ -132,6 +131,10 @@ def figures(results: dict, study_dir: Path) -> list[str]:
         ax.legend(fontsize=7)
         made.append(_save(fig, out / "validation_curves.png"))
     return [str(Path(p).relative_to(study_dir)) for p in made if p]
+
+
+def _json(path: Path) -> dict:
+    return files.read_json(path) or {}
 
 
 def _spectrogram_png(wavs: list[tuple[str, np.ndarray]], fs: int, path: Path) -> str:
@@ -164,7 +167,7 @@ def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
     ``study_dir/audio/<system>/`` with a spectrogram PNG each; return their relative paths."""
     import soundfile as sf
 
-    meta = _read(study_dir / "study.json")
+    meta = _json(study_dir / "study.json")
     n = int(meta.get("config", {}).get("study", {}).get("examples", 3))
     if n <= 0:
         return []
@@ -172,13 +175,13 @@ def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
     seed = results["seeds"][0]
     shutil.rmtree(study_dir / "audio", ignore_errors=True)  # report output only: rebuilt whole
     # Examples spread over the input SNRs (lowest to highest), not the first n by name.
-    snr = _read(study_dir / "test_snr.json").get("by_file", {})
+    snr = _json(study_dir / "test_snr.json").get("by_file", {})
     by_snr = sorted(snr, key=snr.get)
     picks = sorted({by_snr[round(i * (len(by_snr) - 1) / max(1, n - 1))] for i in range(n)})
     out = []
     for s in results["systems"]:
         enh = study_dir / s / f"s{seed}" / "enhanced"
-        if _read(study_dir / s / f"s{seed}" / "stages" / "enhance.json").get("status") != "done":
+        if _json(study_dir / s / f"s{seed}" / "stages" / "enhance.json").get("status") != "done":
             continue
         wavs = [enh / p for p in picks if (enh / p).exists()] or sorted(enh.glob("*.wav"))[:n]
         for wav in wavs:

@@ -17,7 +17,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # 2 CPU cores. Each system gets the same wall-clock budget (not the same step count: a fair
     # comparison of what each architecture learns in equal CPU time at a small shape).
     "demo": {
-        "about": "all five systems on the bundled demo set, ~10 min on 2 CPU cores",
+        "about": "all five systems on the bundled demo set, 8 min on 2 CPU cores (docs/study.md)",
         "overrides": {
             "data.path": "demo",
             # Small shape, high lr: one step takes 0.36-0.67 s of one core (benchmarks/speed.py

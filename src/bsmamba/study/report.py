@@ -32,10 +32,7 @@ _NAME_COLUMNS = ("file", "name", "utterance", "filename", "path")
 
 # ----------------------------------------------------------------------------- reading runs
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return {}
+    return files.read_json(path) or {}
 
 
 def read_utterances(csv_path: Path) -> dict[str, dict[str, float]]:

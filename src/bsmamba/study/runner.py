@@ -88,19 +88,12 @@ def run_config(cfg: DictConfig, system: str, seed: int, out: Path) -> DictConfig
 
 
 # ----------------------------------------------------------------------------- records
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _stage(record_path: Path, name: str, fn, *, say) -> dict:
     """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome.
 
     ``say(stage, status)`` is told "reused", or "running" and then the final status.
     """
-    old = _read(record_path)
+    old = files.read_json(record_path)
     if old and old.get("status") == DONE:
         say(name, "reused")
         return old
@@ -385,7 +378,7 @@ _FREE_TO_CHANGE = (
 def _changed_since_last_run(sdir: Path, cfg: DictConfig, root: Path) -> list[str]:
     """What differs from the study's last run (config keys, the data folder, e.g. a new demo set
     version): warnings, since its finished stages are reused as they are."""
-    last = _read(sdir / "study.json") or {}
+    last = files.read_json(sdir / "study.json") or {}
     out = []
     if last.get("config"):
         flat_old, flat_new = _flat(last["config"]), _flat(config.to_dict(cfg))
@@ -438,7 +431,7 @@ def run_study(
     for s in systems:
         run_config(cfg, s, 0, sdir)  # validates system names before any work
     root = _resolve_data(cfg)
-    warnings = (_read(sdir / "study.json") or {}).get("warnings", [])
+    warnings = (files.read_json(sdir / "study.json") or {}).get("warnings", [])
     for line in _changed_since_last_run(sdir, cfg, root):
         echo(f"[study] warning: {line}")
         warnings.append(line)
