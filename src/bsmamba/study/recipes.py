@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # The README's first command: all five systems on the bundled demo set, about 10 minutes on
-    # 2 CPU cores. Each system gets the same wall-clock budget (not the same step count: a fair
+    # The README's first command: all five systems on the bundled demo set, under 10 minutes on
+    # 2 CPU cores (7 min 52 s measured: benchmarks/study_demo.py). Each system gets the same wall-clock budget (not the same step count: a fair
     # comparison of what each architecture learns in equal CPU time at a small shape).
     "demo": {
         "about": "all five systems on the bundled demo set, 8 min on 2 CPU cores (docs/study.md)",
@@ -51,7 +51,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # For tests: every stage of every system runs, with a couple of optimiser steps each.
     "smoke": {
-        "about": "every stage of every system with 2 training steps, < 1 min (for tests)",
+        "about": "every stage of every system with 2 training steps, ~1 min (for tests)",
         "overrides": {
             "data.path": "demo",
             "data.segment_s": 0.5,
