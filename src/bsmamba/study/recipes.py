@@ -14,8 +14,9 @@ from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The README's first command: all five systems on the bundled demo set, under 10 minutes on
-    # 2 CPU cores (7 min 52 s measured: benchmarks/study_demo.py). Each system gets the same wall-clock budget (not the same step count: a fair
-    # comparison of what each architecture learns in equal CPU time at a small shape).
+    # 2 CPU cores (7 min 52 s measured: benchmarks/study_demo.py). Each system gets the same
+    # wall-clock budget (not the same step count: a fair comparison of what each architecture
+    # learns in equal CPU time at a small shape).
     "demo": {
         "about": "all five systems on the bundled demo set, 8 min on 2 CPU cores (docs/study.md)",
         "overrides": {
