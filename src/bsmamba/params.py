@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from bsmamba import config, schema
-from bsmamba.presets import CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS, PRESETS
+from bsmamba.presets import (
+    CLAIM_TOLERANCE,
+    CLAIMS,
+    DECODER_CLAIM,
+    EARLIER,
+    EARLIER_CLAIMS,
+    PRESETS,
+)
 
 
 def _n(module: nn.Module) -> int:
@@ -117,7 +124,7 @@ def report(names: list[str], overrides: list[str] = ()) -> dict[str, Any]:
     }
 
 
-TOLERANCE = 0.05  # a "~X M" claim holds when our count is within 5% of it
+TOLERANCE = CLAIM_TOLERANCE
 
 
 def _near(measured: float, claim: float) -> bool:

@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from bsmamba.presets import CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
+from bsmamba.presets import CLAIM_TOLERANCE, CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
 
 HOLDS, FAILS = "holds", "fails"
 NOT_SIGNIFICANT = "not significant"
 NOT_MEASURABLE = "not measurable on this data"
 NOT_MEASURED = "not measured"
 
-PARAM_TOL = 0.05  # relative: "~2.5M" holds for 2.375M..2.625M
-PERCENT_TOL = 5.0  # percentage points, for "46% smaller"
+PARAM_TOL = CLAIM_TOLERANCE  # relative: "~2.5M" holds for 2.375M..2.625M
+PERCENT_TOL = 100 * CLAIM_TOLERANCE  # percentage points, for "46% smaller"
 POINT_PESQ_TOL = 0.05  # a single expected PESQ (e.g. 3.00) is read as +-0.05
 PLAN_DECODER_M = {"adaptive": DECODER_CLAIM["adaptive_m"], "uniform": DECODER_CLAIM["uniform_m"]}
 PLAN_DECODER_SAVING = 100 * DECODER_CLAIM["saving"]  # "%"
