@@ -35,10 +35,16 @@ def test_layout_and_manifest(root):
     train_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_train")}
     test_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_test")}
     assert test_noise <= train_noise and {"vinyl_hiss", "pink", "brown"} <= train_noise
+    # A recording (generated noises have none) gives one part to each set: training mixtures are
+    # cut from its start, test mixtures from where that training part ends.
+    part = {}
     for e in noisy:
-        span = e["noise_span_s"]
-        if span is not None:  # a recording: train from its start, test from its end
-            assert (span[0] == 0.0) == e["dir"].startswith("noisy_train"), e
+        if e["noise_span_s"] is not None:
+            key = (e["dir"].startswith("noisy_train"), e["noise"])
+            assert part.setdefault(key, e["noise_span_s"]) == e["noise_span_s"], e
+    assert {is_train for is_train, _ in part} == {True, False}  # recordings in both sets
+    for (is_train, name), (start, _) in part.items():
+        assert start == (0.0 if is_train else part[True, name][1]), name
 
 
 def test_test_clips_never_train_and_both_sexes(root):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bsmamba import cli, metrics
+from bsmamba import cli, metrics, schema
 from bsmamba.evaluate import evaluate_dirs
 
 DATA = Path(__file__).parent / "data"
@@ -92,7 +92,9 @@ def test_bad_files_are_named_counted_and_the_rest_scored(scored):
     assert _problem(s, "p257_silent.wav")["status"] == "partial"
     # On the good pairs the enhanced files beat the noisy input on every metric.
     rows = list(csv.DictReader((tmp_path / "per_utterance.csv").open()))
-    for r in (r for r in rows if r["file"].startswith("p232")):
+    good = [r for r in rows if r["file"].startswith("p232")]
+    assert len(good) == 3
+    for r in good:
         for k in ("pesq", "csig", "cbak", "covl", "ssnr", "stoi", "si_sdr"):
             assert float(r[k]) > float(r["noisy_" + k]), (r["file"], k)
     # Per-SNR breakdown from the manifest: 2 files at 2.5 dB, 1 at 7.5 dB.
@@ -110,6 +112,7 @@ def test_in_process_equals_workers_and_direct_scores(tree, scored, tmp_path):
     clean = sf.read(tree / "clean_testset_wav/p232_001.wav", dtype="float32")[0]
     enh = sf.read(tree / "enh/p232_001.wav", dtype="float32")[0]
     direct = metrics.score(clean, enh)
+    assert set(direct) == set(schema.METRIC_KEYS)
     row = next(r for r in csv.DictReader((tmp_path / "per_utterance.csv").open())
                if r["file"] == "p232_001.wav")  # fmt: skip
     for k, v in direct.items():

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from bsmamba import config
+from bsmamba.model import BandSplitEnhancer
 from bsmamba.train import run
 
 TRAIN_DIRS = ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav")
@@ -71,7 +72,6 @@ def tiny(data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     return make_dataset(tmp_path_factory.mktemp("vb"))
 
 
@@ -92,10 +92,14 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
     for name in ("config.yaml", "environment.json", "results.json", "logs/csv/metrics.csv"):
         assert (out / name).is_file(), name
     assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    (val,) = res["validation"]
+    assert (res["best_val_pesq"], res["best_val_stoi"]) == (val["val_pesq"], val["val_stoi"])
     best = out / res["best_checkpoint"]
-    assert best.is_file() and "pesq=" in best.name
+    assert best.is_file() and f"pesq={res['best_val_pesq']:.3f}" in best.name
     meta = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["bsmamba"]
     assert meta["format_version"] == 1 and meta["model_config"]["dim"] == 16
+    model = BandSplitEnhancer(**meta["model_config"])
+    assert res["params"] == sum(p.numel() for p in model.parameters())
     assert config.load(out / "config.yaml").model.dim == 16  # the resolved config reloads
     # A finished run is not trained again.
     stamp = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
