@@ -78,7 +78,6 @@ def test_run_dir_resolves_to_its_best_checkpoint(tmp_path):
 
 
 def test_saved_model_loads_as_an_enhancer(tmp_path):
-    torch.set_num_threads(1)
     model = bsmamba.build_model("bsrnn", dim=8, num_layers=1)
     path = ckpt_io.save_model(tmp_path / "m.ckpt", model)
     enhancer = bsmamba.load(path)

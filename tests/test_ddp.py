@@ -7,18 +7,25 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import torch
 from test_train_run import make_dataset, tiny
 
+from bsmamba.model import BandSplitEnhancer
 
-def test_two_process_ddp_ranks_stay_identical(tmp_path):
-    data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
-    overrides = tiny(data, out, "train.max_steps=3", "train.epochs=2", "model.dim=8")
+
+def _torchrun_train(overrides: list[str]) -> subprocess.CompletedProcess:
+    """``bsmamba train`` on 2 CPU processes under torchrun, one thread each."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "bsmamba.cli", "train", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_process_ddp_ranks_stay_identical(tmp_path):
+    data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
+    done = _torchrun_train(tiny(data, out, "train.max_steps=3", "train.epochs=2", "model.dim=8"))
     assert done.returncode == 0, done.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
@@ -27,8 +34,6 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
     # ... and they are the weights rank 0 saved (same flattening as the run's digest).
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    from bsmamba.model import BandSplitEnhancer
-
     model = BandSplitEnhancer(**results["model_config"])
     model.load_state_dict({k[len("model.") :]: v for k, v in state.items()})
     flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
@@ -39,16 +44,11 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
 
 def test_an_oom_on_one_rank_fails_the_job_fast_with_a_clear_message(tmp_path):
     # the ladder must not step down on one rank alone: that would hang the other in a collective
-    import time
-
     data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
     overrides = tiny(data, out, "train.max_steps=3", "model.dim=8")
     overrides += ["memory.inject_oom_at_step=1", "memory.inject_oom_rank=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "bsmamba.cli", "train", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = _torchrun_train(overrides)
     assert done.returncode != 0
     assert "out of memory on rank 1 of 2" in done.stderr, done.stderr[-3000:]
     assert time.monotonic() - t0 < 120  # torchrun stopped rank 0: no wait for a timeout

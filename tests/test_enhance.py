@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import torch
 
 import bsmamba
@@ -27,7 +28,6 @@ def noisy() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = bsmamba.build_model("abl3", dim=8)
     return ckpt_io.save_model(tmp_path_factory.mktemp("ck") / "abl3.ckpt", model)
@@ -47,8 +47,6 @@ def test_rates_and_channels_are_handled_with_notes(ckpt, noisy):
     enhancer = bsmamba.load(ckpt)
     y = enhancer.enhance(noisy, 16000)
     assert y.dtype == np.float32 and y.shape == noisy.shape and enhancer.notes == []
-    import soxr
-
     at_48k = soxr.resample(noisy, 16000, 48000)
     stereo = np.stack([at_48k, 0.5 * at_48k], axis=1)  # (S, C) as soundfile reads it
     y = enhancer.enhance(stereo, 48000)
@@ -65,8 +63,6 @@ def test_folder_is_mirrored_and_bad_files_are_skipped(ckpt, noisy, tmp_path):
     (src / "a" / "b").mkdir(parents=True)
     sf.write(src / "one.wav", noisy, 16000)
     at_44k = np.stack([noisy, noisy], axis=1)  # stereo, then resampled to 44.1 kHz
-    import soxr
-
     sf.write(src / "a" / "b" / "two.flac", soxr.resample(at_44k, 16000, 44100), 44100)
     (src / "a" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     (src / "notes.txt").write_text("not audio, not looked at")

@@ -5,8 +5,6 @@ from bsmamba import config
 from bsmamba.memory import ladder
 from bsmamba.memory import plan as P
 
-torch.set_num_threads(1)
-
 
 def cfg_of(*overrides):
     return config.load(overrides=list(overrides))

@@ -8,8 +8,6 @@ from bsmamba.memory import plan as P
 from bsmamba.memory.tracker import LiveBytes
 from bsmamba.presets import PRESETS
 
-torch.set_num_threads(1)
-
 # Small shape for tests: the full 6 x 2 s figures come from benchmarks/memory.py.
 BATCH, SEGMENT = 2, 0.25
 

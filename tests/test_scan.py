@@ -80,10 +80,18 @@ def test_scan_is_causal(backend):
         assert g[..., : t + 1].abs().max() > 0
 
 
-def test_float32_fused_agrees_with_reference_at_model_like_shape():
-    x = _inputs(4, 16, 12, 41, seed=7, dtype=torch.float32)
-    ref = _run(selective_scan_reference, x, delta_softplus=True)
-    got = _run(selective_scan_fused, x, delta_softplus=True)
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("decays", ["initial", "trained"])
+def test_float32_fused_agrees_with_reference_at_model_like_shape(grad, decays):
+    if decays == "initial":
+        x = _inputs(4, 16, 12, 41, seed=7, dtype=torch.float32)
+    else:  # A down to -16, large steps
+        x = {k: _req(v, torch.float32) for k, v in _trained_like(4, 16, 12, 41, seed=9).items()}
+    with torch.set_grad_enabled(grad):
+        ref = _run(selective_scan_reference, x, delta_softplus=True)
+        got = _run(selective_scan_fused, x, delta_softplus=True)
+    assert got.requires_grad == grad  # the path meant ran
+    assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -186,18 +194,8 @@ def test_both_paths_tile_the_batch_and_match_the_reference_with_gradients(monkey
         torch.testing.assert_close(g_got[k], g_ref[k], rtol=1e-9, atol=1e-10, msg=k)
 
 
-def _req(v):
-    return None if v is None else v.clone().requires_grad_()
-
-
-def test_float32_inference_path_stays_finite_and_close_at_model_like_shape():
-    x = _trained_like(4, 16, 12, 41, seed=9)
-    x = {k: (v.float() if v is not None else None) for k, v in x.items()}
-    with torch.no_grad():
-        ref = _run(selective_scan_reference, x, delta_softplus=True)
-        got = _run(selective_scan_fused, x, delta_softplus=True)
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+def _req(v, dtype=None):
+    return None if v is None else (v if dtype is None else v.to(dtype)).clone().requires_grad_()
 
 
 @pytest.mark.parametrize("L", [1, 3, 4, 37])  # shorter than, equal to and longer than d_conv
@@ -243,26 +241,21 @@ def test_mamba_inference_path_steps_aside_when_hooks_watch_its_layers():
     torch.testing.assert_close(fast, hooked, rtol=1e-5, atol=1e-6)
 
 
-def test_mamba_inference_path_under_bf16_autocast_stays_close_to_float32():
+def test_mamba_under_bf16_autocast_stays_close_to_float32_on_both_paths():
     from bsmamba.sequence.mamba import Mamba
 
     torch.manual_seed(0)
     m = Mamba(16, d_state=4)
     x = torch.randn(2, 9, 16)
+    # the inference path (no grad)
     with torch.no_grad():
         ref = m(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = m(x)
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.02)  # bf16 projections
-
-
-def test_mamba_training_path_under_bf16_autocast_is_finite_and_close_to_float32():
-    from bsmamba.sequence.mamba import Mamba
-
-    torch.manual_seed(0)
-    m = Mamba(16, d_state=4)
-    x = torch.randn(2, 9, 16)
+    # bf16 projections: at most 8e-4 off (measured) on outputs of up to 0.11
+    torch.testing.assert_close(got.float(), ref, rtol=0.02, atol=3e-3)
+    # the training path: outputs and gradients
     ref = m(x)
     ref.square().mean().backward()
     ref_grads = [p.grad.clone() for p in m.parameters()]
@@ -270,7 +263,8 @@ def test_mamba_training_path_under_bf16_autocast_is_finite_and_close_to_float32(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = m(x)
     got.float().square().mean().backward()
-    torch.testing.assert_close(got.float(), ref.detach(), rtol=0.05, atol=0.02)  # bf16 matmuls
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), ref.detach(), rtol=0.02, atol=3e-3)  # bf16 matmuls
     for p, g in zip(m.parameters(), ref_grads, strict=True):
         assert torch.isfinite(p.grad).all()
         assert torch.nn.functional.cosine_similarity(p.grad.flatten(), g.flatten(), 0) > 0.98

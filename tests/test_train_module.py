@@ -68,7 +68,6 @@ class _Pairs(Dataset):
 
 
 def _fit(ds: Dataset, *overrides: str) -> EnhancementModule:
-    torch.set_num_threads(1)
     cfg = config.load(overrides=["train.batch_size=1", "memory.check=false", *overrides])
     module = EnhancementModule(build_model("bsrnn", dim=8, num_layers=1), cfg, ds, ds)
     trainer = L.Trainer(
