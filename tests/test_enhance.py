@@ -33,14 +33,19 @@ def ckpt(tmp_path_factory) -> Path:
     return ckpt_io.save_model(tmp_path_factory.mktemp("ck") / "abl3.ckpt", model)
 
 
-def test_chunked_output_matches_the_whole_file(ckpt, noisy):
+@pytest.mark.parametrize("norm, min_snr", [("layernorm", 40), ("groupnorm", 12)])
+def test_chunked_output_matches_the_whole_file(tmp_path, noisy, norm, min_snr):
+    torch.manual_seed(0)
+    ckpt = ckpt_io.save_model(tmp_path / "m.ckpt", bsmamba.build_model("abl3", dim=8, norm=norm))
     x = np.concatenate([noisy, noisy[::-1]])[:-777]  # 5.9 s, not a multiple of anything
     whole = load(ckpt, chunk_s=60).enhance(x, 16000)
     for chunk_s, overlap_s in ((1.0, 0.25), (1.3, 0.5)):
         chunked = load(ckpt, chunk_s=chunk_s, overlap_s=overlap_s).enhance(x, 16000)
         assert chunked.shape == whole.shape == x.shape
         snr = 10 * np.log10(np.sum(whole**2) / np.sum((chunked - whole) ** 2))
-        assert snr > 40, (chunk_s, overlap_s, snr)  # no seams: chunks agree with one pass
+        # per-frame norms: no seams, chunks agree with one pass; the published utterance-level
+        # GroupNorm sees each chunk's own statistics, so chunks only approximate one pass
+        assert snr > min_snr, (chunk_s, overlap_s, snr)
 
 
 def test_rates_and_channels_are_handled_with_notes(ckpt, noisy):

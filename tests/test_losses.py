@@ -21,9 +21,9 @@ def model():
 def _pair(seconds: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(int(16000 * seconds)) / 16000
-    clean = sum(torch.sin(2 * math.pi * 150 * k * t) / k for k in range(1, 10)) * 0.1
+    clean = sum(torch.sin(2 * math.pi * 150 * k * t) / k for k in range(1, 10)) * 0.5
     clean = clean * (0.5 - 0.5 * torch.cos(2 * math.pi * 3 * t))
-    noisy = clean + 0.03 * torch.randn(t.shape, generator=g)
+    noisy = clean + 0.15 * torch.randn(t.shape, generator=g)
     return noisy[None].float(), clean[None].float()
 
 
@@ -36,22 +36,22 @@ def test_compression_keeps_phase_and_compresses_magnitude():
     assert torch.allclose(losses.compressed_mag(spec, 0.3), spec.abs() ** 0.3, rtol=1e-4)
 
 
-def test_loss_is_the_recipe_on_the_normalised_spectra(model):
+def test_loss_is_the_recipe_on_the_spectra(model):
     noisy, clean = _pair()
     out = losses.enhancement_loss(model, noisy, clean, ri_weight=0.5, mag_weight=0.5)
     with torch.no_grad():
-        est, scale = model.forward_spectral(noisy)
-    ref = model.frontend.stft(clean / scale)
+        est = model.forward_spectral(noisy)
+    ref = model.frontend.stft(clean)
     e, r = est.to(torch.complex128).numpy(), ref.to(torch.complex128).numpy()
     me, mr = np.sqrt(np.abs(e) ** 2 + 1e-8), np.sqrt(np.abs(r) ** 2 + 1e-8)  # eps as documented
-    ec, rc = me**0.3 * np.exp(1j * np.angle(e)), mr**0.3 * np.exp(1j * np.angle(r))
+    ec, rc = e * me ** (0.3 - 1), r * mr ** (0.3 - 1)  # S |S|^(c-1), |S| with eps
     ri = 0.5 * (np.abs(ec.real - rc.real).mean() + np.abs(ec.imag - rc.imag).mean())
     mag = np.abs(me**0.3 - mr**0.3).mean()
     assert out.total.item() == pytest.approx(0.5 * ri + 0.5 * mag, rel=1e-4)
     assert out.parts["loss_mag"].item() == pytest.approx(mag, rel=1e-4)
-    # Level-invariant: the same pair 10x louder gives the same loss (normalised domain).
+    # No level normalisation: the loss is computed at the data's own level
     loud = losses.enhancement_loss(model, noisy * 10, clean * 10)
-    assert float(loud.total.detach()) == pytest.approx(float(out.total.detach()), rel=1e-3)
+    assert float(loud.total.detach()) > 1.5 * float(out.total.detach())
 
 
 def test_waveform_term_and_gradients_reach_every_parameter(model):
@@ -59,11 +59,10 @@ def test_waveform_term_and_gradients_reach_every_parameter(model):
     model.zero_grad()
     out = losses.enhancement_loss(model, noisy, clean, wave_weight=1.0)
     assert "loss_wave" in out.parts and float(out.parts["loss_wave"]) > 0
-    # L1 between the estimate and the clean waveform, both in the normalised domain
+    # L1 between the estimate and the clean waveform
     with torch.no_grad():
         est = model(noisy)
-    scale = noisy.square().mean().sqrt()
-    wave = float((est - clean).abs().mean() / scale)
+    wave = float((est - clean).abs().mean())
     assert float(out.parts["loss_wave"]) == pytest.approx(wave, rel=1e-4)
     with torch.no_grad():
         spectral = losses.enhancement_loss(model, noisy, clean).total  # wave_weight=0

@@ -1,7 +1,7 @@
 import pytest
 
 from bsmamba import build_model
-from bsmamba.presets import CLAIMS, EARLIER, PRESETS
+from bsmamba.presets import CLAIMS, EARLIER, PRESETS, diff_from_bsrnn
 
 
 def _n(model):
@@ -25,14 +25,28 @@ def test_full_size_presets_are_what_decisions_describe():
     abl2, abl3 = models["abl2"], models["abl3"]
     assert _n(abl2.layout) == _n(abl3.layout) and _n(abl3.decoder) < _n(abl2.decoder)
     # dual-path doubles the passes of intra: abl2's layout has twice abl1's mixer blocks
-    assert len(models["abl2"].layout.blocks[0].passes) == 2
-    assert len(models["abl1"].layout.blocks[0].passes) == 1
+    assert [len(b) for b in models["abl2"].layout.blocks] == [2, 2]
+    assert [len(b) for b in models["abl1"].layout.blocks] == [1, 1]
+    # stacked (published BSRNN): all three time passes, then all three band passes
+    axes = [p.axis for b in models["bsrnn"].layout.blocks for p in b]
+    assert axes == ["time"] * 3 + ["band"] * 3
+
+
+def test_mamba_presets_differ_from_bsrnn_only_where_the_plan_says():
+    plan_axes = {"mixer", "layout", "num_layers", "decoder"}
+    for name in PRESETS:
+        assert set(diff_from_bsrnn(name)) <= plan_axes, name
+    assert diff_from_bsrnn("bsrnn") == {}
+    assert diff_from_bsrnn("abl3")["decoder"] == ("uniform", "adaptive")
+    assert "decoder" not in diff_from_bsrnn("abl2")
+    with pytest.raises(ValueError, match="valid presets"):
+        diff_from_bsrnn("abl4")
 
 
 def test_earlier_settings_are_reachable_by_override():
     m = build_model("abl1", **EARLIER)
     assert m.config["num_layers"] == 4 and m.config["d_state"] == 16
-    assert len(m.layout.blocks) == 4 and m.layout.blocks[0].passes[0].mixer.fwd.d_state == 16
+    assert len(m.layout.blocks) == 4 and m.layout.blocks[0][0].mixer.fwd.d_state == 16
     assert _n(m) == 1_626_128  # the "1.63M measured" of docs/models.md
 
 

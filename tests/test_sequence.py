@@ -63,9 +63,18 @@ def test_intra_layout_never_mixes_bands_and_dual_does(mixer):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 6, 8, requires_grad=True)  # (B, K, T, N)
     for layout, mixes in [("intra", False), ("dual", True)]:
-        net = Layout(layout, mixer, 8, num_layers=1, **OPTS)
+        # per-frame norms: only the mixers move information (the published utterance-level
+        # GroupNorm shares its statistics across bands, see test_norms)
+        net = Layout(layout, mixer, 8, num_layers=1, norm="layernorm", **OPTS)
         y = net(x)
         assert y.shape == x.shape
         # the last band: a unidirectional band pass sees the bands before it
         (g,) = torch.autograd.grad(y[:, -1].sum(), x)
         assert (g[:, :-1].abs().sum() > 0) == mixes
+
+
+def test_stacked_layout_is_all_time_passes_then_all_band_passes():
+    net = Layout("stacked", "lstm", 8, num_layers=2, **OPTS)
+    assert [[p.axis for p in block] for block in net.blocks] == [["time"]] * 2 + [["band"]] * 2
+    with pytest.raises(ValueError, match="stacked, dual, intra"):
+        Layout("triple", "lstm", 8, num_layers=1)

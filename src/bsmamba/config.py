@@ -39,12 +39,11 @@ class ModelConfig:
     band_plan: str = "bsrnn30"  # name in bsmamba.bands.BAND_PLANS
     dim: int = 64  # N: feature width per band
     mixer: str = "bimamba"  # lstm | mamba | bimamba
-    layout: str = "dual"  # intra | dual
-    num_layers: int = 2  # layout blocks; a dual block = one time pass + one band pass
+    layout: str = "dual"  # stacked (published BSRNN) | dual | intra
+    num_layers: int = 2  # layout blocks; dual: a time + a band pass each; stacked: L time, L band
+    norm: str = "groupnorm"  # groupnorm (utterance-level, published) | layernorm (per frame)
     decoder: str = "adaptive"  # uniform | adaptive
-    mask_init: str = (
-        "random"  # random (PyTorch default, as BSRNN) | identity (passes input at step 0)
-    )
+    mask_init: str = "random"  # random (the framework's xavier init) | identity (pass-through)
     d_state: int = 12
     d_conv: int = 4
     expand: int = 2

@@ -2,12 +2,15 @@
 
 Per band of ``w`` bins (as the 16 kHz BSRNN re-implementation):
 
-    LayerNorm(N) -> Linear(N -> H) -> Tanh -> Linear(H -> 2 * w*3*2) -> GLU -> (w, 3 taps, re/im)
+    norm(N) -> Linear(N -> H) -> Tanh -> Linear(H -> 2 * w*3*2) -> GLU -> (w, 3 taps, re/im)
 
-The enhanced bin is ``sum_k M_k[f, t] * X[f, t + k - 1]`` over the frames t-1, t, t+1.
+with the published norm GroupNorm(1, N) over the band's features of the whole utterance
+(``bsmamba.norms``). The enhanced bin is ``sum_k M_k[f, t] * X[f, t + k - 1]`` over the frames
+t-1, t, t+1; a neighbour beyond either end of the utterance is left out.
 
-``mask_init="random"`` (default) keeps PyTorch's initialisation, as the BSRNN re-implementation.
-``"identity"`` zeroes each band's last Linear and sets its bias so that the filter is (0, 1, 0):
+``mask_init="random"`` (default) keeps the framework's initialisation (xavier, zero biases: set
+by ``model.py`` as the published BSRNN). ``"identity"`` zeroes each band's last Linear and sets
+its bias so that the filter is (0, 1, 0):
 an untrained model passes its input through. It is an option, not the default: in a full demo
 study on demo-v1 it did not put more systems above the noisy input than ``random`` (docs/study.md,
 "Earlier runs").
@@ -27,6 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from bsmamba.bands import band_edges_hz
+from bsmamba.norms import build_norm
 
 DECODERS = ("uniform", "adaptive")
 TAPS = 3  # frames t-1, t, t+1
@@ -53,14 +57,21 @@ def hidden_widths(
 class MaskDecoder(nn.Module):
     """features (B, K, T, N) -> complex mask (B, F, T, 3), F = sum(widths)."""
 
-    def __init__(self, widths: list[int], dim: int, hidden: list[int], mask_init: str = "random"):
+    def __init__(
+        self,
+        widths: list[int],
+        dim: int,
+        hidden: list[int],
+        mask_init: str = "random",
+        norm: str = "groupnorm",
+    ):
         super().__init__()
         if mask_init not in MASK_INITS:
             raise ValueError(f"unknown mask_init {mask_init!r}; valid: {', '.join(MASK_INITS)}")
         self.widths = list(widths)
         self.mlps = nn.ModuleList(
             nn.Sequential(
-                nn.LayerNorm(dim),
+                build_norm(norm, dim),
                 nn.Linear(dim, h),
                 nn.Tanh(),
                 nn.Linear(h, 2 * w * TAPS * 2),  # x2 for the GLU gate
@@ -68,7 +79,12 @@ class MaskDecoder(nn.Module):
             )
             for w, h in zip(self.widths, hidden, strict=True)
         )
-        if mask_init == "identity":
+        self.mask_init = mask_init
+        self.reset_mask()
+
+    def reset_mask(self) -> None:
+        """Apply ``mask_init="identity"`` (the model calls it after its own initialisation)."""
+        if self.mask_init == "identity":
             for w, mlp in zip(self.widths, self.mlps, strict=True):
                 _identity_init(mlp[3], w)
 
@@ -96,10 +112,11 @@ def build_decoder(
     sample_rate: int = 16000,
     n_fft: int = 512,
     mask_init: str = "random",
+    norm: str = "groupnorm",
 ) -> MaskDecoder:
     """A ``uniform`` or ``adaptive`` decoder for the band plan ``widths``."""
     hidden = hidden_widths(name, widths, dim, sample_rate, n_fft)
-    return MaskDecoder(widths, dim, hidden, mask_init)
+    return MaskDecoder(widths, dim, hidden, mask_init, norm)
 
 
 def apply_mask(spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

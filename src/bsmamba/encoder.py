@@ -6,17 +6,21 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from bsmamba.norms import build_norm
+
 
 class BandSplit(nn.Module):
-    """Per band: LayerNorm over its 2*width real values, then Linear(2*width -> dim).
+    """Per band: a norm over its 2*width real values, then Linear(2*width -> dim).
 
     spec: complex (B, F, T) with F = sum(widths) -> features (B, K, T, dim), K = len(widths).
+    ``norm="groupnorm"`` (published BSRNN): GroupNorm(1, 2*width) over the band's values and all
+    frames of the utterance; ``"layernorm"``: over each frame's values alone.
     """
 
-    def __init__(self, widths: list[int], dim: int):
+    def __init__(self, widths: list[int], dim: int, norm: str = "groupnorm"):
         super().__init__()
         self.widths = list(widths)
-        self.norms = nn.ModuleList(nn.LayerNorm(2 * w) for w in self.widths)
+        self.norms = nn.ModuleList(build_norm(norm, 2 * w) for w in self.widths)
         self.projs = nn.ModuleList(nn.Linear(2 * w, dim) for w in self.widths)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:

@@ -78,22 +78,11 @@ class Enhancer:
             y = self._chunked(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return y.float().cpu().numpy()
 
-    def _at_scale(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Enhance x (S,) normalised by a given RMS ``scale`` (the whole file's), not its own.
-
-        The model's ``forward`` divides each input by its own RMS; a chunk's RMS differs from
-        the file's, and the mask depends on the normalised level, so chunks would not match the
-        whole-file result, so the file's scale is passed to ``forward_spectral``.
-        """
-        est, _ = self.model.forward_spectral(x[None], scale.view(1, 1))  # (1, F, T)
-        return self.model.frontend.istft(est, x.shape[0])[0] * scale
-
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         """x (S,) -> enhanced (S,), in overlapping chunks cross-faded by overlap-add."""
         n, c, o = x.shape[0], self.chunk, self.overlap
         if n <= c:
             return self.model(x[None])[0]
-        scale = x.square().mean().sqrt().clamp_min(1e-8)  # the whole file's RMS, as forward uses
         # Chunk starts on the STFT's frame grid: the frames of a chunk are then frames of the
         # whole file (an off-grid start re-frames the signal and changes the output).
         grid = self.model.frontend.hop_length
@@ -109,7 +98,7 @@ class Enhancer:
                 w *= _fade(ends[i - 1] - s, e - s, x.device)
             if i < len(starts) - 1:  # fade out across the middle of the overlap with the next
                 w *= _fade(e - starts[i + 1], e - s, x.device).flip(0)
-            out[s:e] += w * self._at_scale(x[s:e], scale)
+            out[s:e] += w * self.model(x[None, s:e])[0]
             norm[s:e] += w
         return out / norm
 

@@ -1,7 +1,8 @@
 """STFT front end: waveform <-> complex spectrogram, an exact pair (iSTFT(STFT(x)) == x).
 
-Frames are centred with zero padding (not reflection), so any length >= 1 works; the inverse
-trims back to the requested length.
+As ``torch.stft``'s defaults (and the published BSRNN): frames centred, the signal reflected at
+both ends. Reflection needs more than n_fft // 2 samples, so a shorter input is first extended
+with zeros to that length; the inverse trims back to the requested length.
 """
 
 from __future__ import annotations
@@ -42,23 +43,29 @@ class Frontend(nn.Module):
             )
         self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
         self.win_length = win_length
-        # Not persistent: derived from the config, so checkpoints stay free of it.
-        self.register_buffer("window", _WINDOWS[window](win_length), persistent=False)
+        self._window_fn = _WINDOWS[window]
+
+    def _window(self, like: torch.Tensor) -> torch.Tensor:
+        """The window (win_length,) made in ``like``'s dtype and device (float64 stays exact)."""
+        return self._window_fn(self.win_length, dtype=like.dtype, device=like.device)
 
     @property
     def n_bins(self) -> int:
         return self.n_fft // 2 + 1
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, S) real -> complex spectrogram (B, F, T)."""
+        """wav (B, S) real -> complex (B, F, T), T = max(S, n_fft // 2 + 1) // hop + 1."""
+        short = self.n_fft // 2 + 1 - wav.shape[-1]
+        if short > 0:  # reflect padding needs S > n_fft // 2
+            wav = F.pad(wav, (0, short))
         return torch.stft(
             wav,
             self.n_fft,
             self.hop_length,
             self.win_length,
-            self.window.to(wav.dtype),
+            self._window(wav),
             center=True,
-            pad_mode="constant",
+            pad_mode="reflect",
             return_complex=True,
         )
 
@@ -72,7 +79,7 @@ class Frontend(nn.Module):
         B, _, T = spec.shape
         n_fft, hop = self.n_fft, self.hop_length
         pad = (n_fft - self.win_length) // 2  # torch.stft centres a short window in n_fft
-        win = F.pad(self.window.to(spec.real.dtype), (pad, n_fft - self.win_length - pad))
+        win = F.pad(self._window(spec.real), (pad, n_fft - self.win_length - pad))
         frames = torch.fft.irfft(spec, n=n_fft, dim=1) * win[:, None]  # (B, n_fft, T)
         total = n_fft + hop * (T - 1)
         fold = dict(output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop))

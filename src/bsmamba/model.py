@@ -1,8 +1,13 @@
-"""BandSplitEnhancer: the one model class every preset builds.
+"""BandSplitEnhancer: the one model class every preset builds, in the published BSRNN framework.
 
-wav (B, S) --RMS-normalise--> STFT (B, F, T) --BandSplit--> (B, K, T, N)
-  --Layout of mixer blocks--> (B, K, T, N) --MaskDecoder--> 3-tap complex mask (B, F, T, 3)
-  --filter the noisy STFT--> (B, F, T) --iSTFT--> (B, S) --restore level--> enhanced wav
+wav (B, S) --STFT--> (B, F, T) --BandSplit--> (B, K, T, N)
+  --Layout of mixer passes--> (B, K, T, N) --MaskDecoder--> 3-tap complex mask (B, F, T, 3)
+  --filter the noisy STFT--> (B, F, T) --iSTFT--> enhanced wav (B, S)
+
+As the 16 kHz BSRNN re-implementation: no level normalisation of the waveform (the utterance-level
+GroupNorms of encoder, passes and decoder make the mask independent of the input level), and its
+initialisation: xavier-uniform Linear and LSTM input weights, orthogonal LSTM recurrent weights,
+zero biases. Mamba blocks keep Mamba's own initialisation.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from bsmamba.sequence.layout import Layout
 
 _KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 _STFT_KEYS = tuple(f.name for f in dataclasses.fields(StftConfig))
-EPS = 1e-8
 
 
 def resolve_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -51,8 +55,8 @@ class BandSplitEnhancer(nn.Module):
     """Band-split speech enhancer; takes exactly the keys of ``config.ModelConfig``.
 
     ``forward(wav (B, S)) -> (B, S)``: enhanced waveform, any length S >= 1.
-    ``forward_spectral(wav (B, S)) -> (est complex (B, F, T), scale (B, 1))`` in the normalised
-    domain: compare ``est`` with ``frontend.stft(clean / scale)``.
+    ``forward_spectral(wav (B, S)) -> est complex (B, F, T)``: the enhanced spectrum, to compare
+    with ``frontend.stft(clean)``.
     """
 
     def __init__(self, **kwargs):
@@ -61,12 +65,13 @@ class BandSplitEnhancer(nn.Module):
         self._config = cfg
         self.frontend = Frontend(**cfg["stft"])
         widths = band_widths(cfg["band_plan"], self.frontend.n_bins)
-        self.encoder = BandSplit(widths, cfg["dim"])
+        self.encoder = BandSplit(widths, cfg["dim"], cfg["norm"])
         self.layout = Layout(
             cfg["layout"],
             cfg["mixer"],
             cfg["dim"],
             cfg["num_layers"],
+            norm=cfg["norm"],
             checkpointing=cfg["checkpointing"],
             d_state=cfg["d_state"],
             d_conv=cfg["d_conv"],
@@ -82,7 +87,10 @@ class BandSplitEnhancer(nn.Module):
             cfg["stft"]["sample_rate"],
             cfg["stft"]["n_fft"],
             cfg["mask_init"],
+            cfg["norm"],
         )
+        _published_init(self)
+        self.decoder.reset_mask()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -102,28 +110,41 @@ class BandSplitEnhancer(nn.Module):
     def sample_rate(self) -> int:
         return self.frontend.sample_rate
 
-    def forward_spectral(
-        self, wav: torch.Tensor, scale: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """wav (B, S) -> (enhanced spectrum complex (B, F, T), RMS scale (B, 1)).
-
-        ``scale`` (B, 1) overrides the input's own RMS, e.g. a whole file's RMS when enhancing
-        it in chunks, so every chunk sees the same normalisation.
-        """
+    def forward_spectral(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, S) -> enhanced spectrum complex (B, F, T)."""
         if wav.dim() != 2:
             raise ValueError(
                 f"expected a waveform batch (B, samples), got shape {tuple(wav.shape)}"
             )
-        if scale is None:
-            scale = wav.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(EPS)  # (B, 1)
-        spec = self.frontend.stft(wav / scale)  # (B, F, T)
+        spec = self.frontend.stft(wav)  # (B, F, T)
         mask = self.decoder(self.layout(self.encoder(spec)))  # (B, F, T, 3)
-        return apply_mask(spec, mask), scale
+        return apply_mask(spec, mask)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, S) -> enhanced wav (B, S) at the input's level."""
-        est, scale = self.forward_spectral(wav)
-        return self.frontend.istft(est, wav.shape[-1]) * scale
+        """wav (B, S) -> enhanced wav (B, S)."""
+        return self.frontend.istft(self.forward_spectral(wav), wav.shape[-1])
+
+
+def _published_init(model: nn.Module) -> None:
+    """The published BSRNN initialisation on every Linear and LSTM outside the Mamba blocks."""
+    from bsmamba.sequence.mamba import Mamba
+
+    own = {id(m) for block in model.modules() if isinstance(block, Mamba) for m in block.modules()}
+    for m in model.modules():
+        if id(m) in own:
+            continue
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LSTM):
+            for name, p in m.named_parameters():
+                if name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(p)
+                elif name.startswith("weight_hh"):
+                    nn.init.orthogonal_(p)
+                else:  # bias_ih, bias_hh
+                    nn.init.zeros_(p)
 
 
 def build_model(preset: str = "abl3", **overrides) -> BandSplitEnhancer:

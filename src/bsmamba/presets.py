@@ -18,31 +18,29 @@ CLAIMS: dict[str, dict] = {
     "abl3": {"params_m": 2.3, "pesq": (3.0, 3.1)},
 }
 
+# Every preset is BSRNN's framework (band split, utterance-level GroupNorms, 3-tap mask decoder,
+# xavier/orthogonal init) with only what the plan changes: mixer, layout, depth, decoder.
+BSRNN: dict = {
+    "mixer": "lstm",
+    "layout": "stacked",  # all time LSTMs, then all band BiLSTMs, as published
+    "num_layers": 3,  # 3 of each kind: the plan's "6 LSTM layers"
+    "decoder": "uniform",
+    "norm": "groupnorm",
+    "band_plan": "bsrnn30",  # the plan's 30 bands; "bsrnn31" + num_layers=5 = the published 2.96M
+}
 _MAMBA = {"d_state": 12, "d_conv": 4, "expand": 2}
 
 PRESETS: dict[str, dict] = {
-    # BSRNN baseline: 3 dual-path blocks of (time LSTM, band BiLSTM), uniform decoder.
-    "bsrnn": {"mixer": "lstm", "layout": "dual", "num_layers": 3, "decoder": "uniform"},
+    "bsrnn": BSRNN,
     # The plan's "current modified" model: every LSTM replaced by a unidirectional Mamba.
-    "modified": {
-        "mixer": "mamba",
-        "layout": "dual",
-        "num_layers": 2,
-        "decoder": "uniform",
-        **_MAMBA,
-    },
+    "modified": {**BSRNN, "mixer": "mamba", "layout": "dual", "num_layers": 2, **_MAMBA},
     # Ablation 1: BiMamba over time inside each band only.
-    "abl1": {
-        "mixer": "bimamba",
-        "layout": "intra",
-        "num_layers": 2,
-        "decoder": "uniform",
-        **_MAMBA,
-    },
+    "abl1": {**BSRNN, "mixer": "bimamba", "layout": "intra", "num_layers": 2, **_MAMBA},
     # Ablation 2: BiMamba over time, then across bands.
-    "abl2": {"mixer": "bimamba", "layout": "dual", "num_layers": 2, "decoder": "uniform", **_MAMBA},
+    "abl2": {**BSRNN, "mixer": "bimamba", "layout": "dual", "num_layers": 2, **_MAMBA},
     # Ablation 3: abl2 with the adaptive (per-band capacity) decoder.
     "abl3": {
+        **BSRNN,
         "mixer": "bimamba",
         "layout": "dual",
         "num_layers": 2,
@@ -50,6 +48,21 @@ PRESETS: dict[str, dict] = {
         **_MAMBA,
     },
 }
+
+
+def diff_from_bsrnn(name: str) -> dict[str, tuple]:
+    """{argument: (bsrnn's value, preset's value)} for every resolved argument that differs.
+
+    Resolved means with ``config.ModelConfig`` defaults filled in, so arguments the LSTM ignores
+    (d_state, ...) count only when a preset sets them differently from those defaults.
+    """
+    from bsmamba.model import resolve_kwargs
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    base, mine = resolve_kwargs(PRESETS["bsrnn"]), resolve_kwargs(PRESETS[name])
+    return {k: (base[k], mine[k]) for k in base if base[k] != mine[k] and k != "preset"}
+
 
 # The plan's earlier (pre-"memory-optimized") settings, reachable by override.
 EARLIER = {"num_layers": 4, "d_state": 16}

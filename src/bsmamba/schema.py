@@ -23,6 +23,7 @@ METRIC_LABELS = dict(
 KINDS = (
     "params",  # bsmamba params
     "presets",  # bsmamba presets
+    "presets_diff",  # bsmamba presets --diff
     "doctor",  # bsmamba doctor
     "plan",  # bsmamba plan
     "evaluation",  # bsmamba evaluate summary

@@ -1,9 +1,13 @@
 """How mixers are arranged over the (bands, frames) grid of features (B, K, T, N).
 
-    intra: per block, one pass over time T within each band (bands folded into the batch)
-    dual:  per block, a pass over time, then a pass across the K bands (frames into the batch)
+    stacked: the published BSRNN order: num_layers time passes, then num_layers band passes
+    dual:    per block, a pass over time, then a pass across the K bands
+    intra:   per block, one pass over time T within each band (no band pass)
 
-Every pass is pre-norm and residual: x = x + mixer(LayerNorm(x)).
+A time pass folds the bands into the batch and runs the mixer along T; a band pass folds the
+frames into the batch and runs it along K. Every pass is pre-norm and residual:
+x = x + mixer(norm(x)), with the norm of ``bsmamba.norms`` (published: GroupNorm(1, N) over the
+whole utterance's (K, T, N)).
 """
 
 from __future__ import annotations
@@ -13,47 +17,42 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from bsmamba.norms import build_norm
 from bsmamba.sequence import get_mixer
 
-LAYOUTS = ("intra", "dual")
+LAYOUTS = ("stacked", "dual", "intra")
+
+
+def _blocks(layout: str, num_layers: int) -> list[list[str]]:
+    """The axes of each block, in order (a block is also the unit of activation checkpointing)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if layout == "stacked":
+        return [["time"]] * num_layers + [["band"]] * num_layers
+    return [["time", "band"] if layout == "dual" else ["time"]] * num_layers
 
 
 class _Pass(nn.Module):
     """One residual, pre-norm mixer pass along ``axis`` of (B, K, T, N)."""
 
-    def __init__(self, mixer: str, dim: int, axis: str, **options):
+    def __init__(self, mixer: str, dim: int, axis: str, norm: str, **options):
         super().__init__()
         self.axis = axis
-        self.norm = nn.LayerNorm(dim)
+        self.norm = build_norm(norm, dim)
         self.mixer = get_mixer(mixer, dim, axis=axis, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
+        y = self.norm(x)
         if self.axis == "time":
-            seq = rearrange(x, "b k t n -> (b k) t n")
-            out = self.mixer(self.norm(seq))
+            out = self.mixer(rearrange(y, "b k t n -> (b k) t n"))
             return x + rearrange(out, "(b k) t n -> b k t n", b=B)
-        seq = rearrange(x, "b k t n -> (b t) k n")
-        out = self.mixer(self.norm(seq))
+        out = self.mixer(rearrange(y, "b k t n -> (b t) k n"))
         return x + rearrange(out, "(b t) k n -> b k t n", b=B)
 
 
-class Block(nn.Module):
-    """One layout block: a time pass (intra), or a time pass then a band pass (dual)."""
-
-    def __init__(self, layout: str, mixer: str, dim: int, **options):
-        super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-        axes = ["time"] if layout == "intra" else ["time", "band"]
-        self.passes = nn.Sequential(*[_Pass(mixer, dim, a, **options) for a in axes])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.passes(x)
-
-
 class Layout(nn.Module):
-    """``num_layers`` blocks over (B, K, T, N) -> (B, K, T, N).
+    """The mixer passes of ``layout`` over (B, K, T, N) -> (B, K, T, N).
 
     ``checkpointing=True`` recomputes each block's activations in backward (less memory, ~1/3
     more compute); it only acts while gradients are being recorded.
@@ -65,6 +64,7 @@ class Layout(nn.Module):
         mixer: str,
         dim: int,
         num_layers: int,
+        norm: str = "groupnorm",
         checkpointing: bool = False,
         **options,
     ):
@@ -72,7 +72,10 @@ class Layout(nn.Module):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.checkpointing = checkpointing
-        self.blocks = nn.ModuleList(Block(layout, mixer, dim, **options) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*[_Pass(mixer, dim, axis, norm, **options) for axis in axes])
+            for axes in _blocks(layout, num_layers)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -5,9 +5,8 @@ Generator loss (defaults = the BSRNN 16 kHz recipe)::
     L = w_ri * L1(real, imag of Sc_est - Sc_ref) + w_mag * L1(|S_est|^c - |S_ref|^c)
         + w_wave * L1(x_est - x_ref) + w_gan * (D(|S_ref|^c, |S_est|^c) - 1)^2
 
-with ``Sc = |S|^c * exp(j angle S)`` the compressed complex spectrum (c = 0.3). Everything is
-computed in the model's RMS-normalised domain: ``forward_spectral`` returns the estimate there and
-the clean reference is divided by the same scale (see docs/CONTRACTS.md).
+with ``Sc = |S|^c * exp(j angle S)`` the compressed complex spectrum (c = 0.3), computed on the
+model's ``forward_spectral`` estimate and ``frontend.stft(clean)`` (see docs/CONTRACTS.md).
 
 The MetricGAN discriminator D learns to predict the real (normalised) PESQ of an estimate from
 its compressed magnitude beside the clean one; the generator is pushed towards D's "PESQ = 1".
@@ -44,9 +43,8 @@ class LossOutput:
 
     total: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
-    est_spec: Tensor | None = None  # complex (B, F, T), normalised domain
-    ref_spec: Tensor | None = None  # complex (B, F, T), normalised domain
-    scale: Tensor | None = None  # (B, 1): input RMS; est waveform = istft(est_spec) * scale
+    est_spec: Tensor | None = None  # complex (B, F, T)
+    ref_spec: Tensor | None = None  # complex (B, F, T)
 
 
 def enhancement_loss(
@@ -63,8 +61,8 @@ def enhancement_loss(
     noisy, clean: (B, S) float waveforms at the model's sample rate. Returns a ``LossOutput``
     whose ``total`` is a scalar tensor.
     """
-    est, scale = model.forward_spectral(noisy)  # complex (B, F, T), (B, 1)
-    ref = model.frontend.stft(clean / scale)  # same normalisation as the estimate
+    est = model.forward_spectral(noisy)  # complex (B, F, T)
+    ref = model.frontend.stft(clean)
     est_c, ref_c = compressed(est, compress), compressed(ref, compress)
     # L1 over real and imaginary parts: mean |diff| of the (..., 2) real view
     ri = (torch.view_as_real(est_c) - torch.view_as_real(ref_c)).abs().mean()
@@ -72,11 +70,11 @@ def enhancement_loss(
     total = ri_weight * ri + mag_weight * mag
     parts = {"loss_ri": ri.detach(), "loss_mag": mag.detach()}
     if wave_weight > 0:
-        est_wav = model.frontend.istft(est, clean.shape[-1])  # (B, S), normalised domain
-        wave = (est_wav - clean / scale).abs().mean()
+        est_wav = model.frontend.istft(est, clean.shape[-1])  # (B, S)
+        wave = (est_wav - clean).abs().mean()
         total = total + wave_weight * wave
         parts["loss_wave"] = wave.detach()
-    return LossOutput(total, parts, est, ref, scale)
+    return LossOutput(total, parts, est, ref)
 
 
 class Discriminator(nn.Module):

@@ -271,7 +271,7 @@ class EnhancementModule(L.LightningModule):
         """
         est = out.est_spec.detach()
         est_wav = self.model.frontend.istft(est, clean.shape[-1])  # (B, S), normalised domain
-        target = losses.pesq_targets(clean / out.scale, est_wav, self.model.sample_rate)
+        target = losses.pesq_targets(clean, est_wav, self.model.sample_rate)
         d_loss = losses.discriminator_loss(self.discriminator, ref_mag, est_mag, target)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
@@ -322,7 +322,7 @@ class EnhancementModule(L.LightningModule):
         if k <= 0:
             return
         self._pesq_budget -= k
-        est = self.model.frontend.istft(out.est_spec[:k], clean.shape[-1]) * out.scale[:k]
+        est = self.model.frontend.istft(out.est_spec[:k], clean.shape[-1])
         pesq, stoi = _scores(clean[:k], est, self.model.sample_rate)
         self._val_sums[:4] += torch.tensor([sum(pesq), len(pesq), sum(stoi), len(stoi)])
 
