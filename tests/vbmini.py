@@ -104,7 +104,7 @@ def make(
     for subset, rows in plan(per_train, per_test).items():
         clean_set, noisy_set = SETS[subset]
         pairs = {}
-        for name, label, snr in rows:
+        for name, _, snr in rows:
             clean = speech[k % len(speech)]
             rec = noise[k % len(noise)]
             noisy = _mix(clean, rec, snr, start=(7919 * k) % len(rec))

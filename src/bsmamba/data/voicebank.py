@@ -9,7 +9,9 @@ Layout (what ``bsmamba prepare-voicebank SRC DST`` writes and the demo set imita
         manifest.json                           file, duration, sha256, resampler + version
 
 The validation split holds out whole training speakers (p226 and p287 by default); the test set
-is never used for model selection.
+is never used for model selection. torch is imported on first item, not with the module, so
+``prepare-voicebank`` and the folder checks start without it (map-style datasets need only
+``__len__`` and ``__getitem__``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from bsmamba import files
 from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio, manifest_snrs, segments
+
+if TYPE_CHECKING:
+    import torch
 
 FS = 16000
 LAYOUT = TRAIN_DIRS + TEST_DIRS
@@ -94,7 +98,7 @@ def _pairs(root: Path, dirs: tuple[str, str]) -> list[tuple[str, Path, Path]]:
     return out
 
 
-class TrainSet(Dataset):
+class TrainSet:
     """Training or validation pairs as ``(noisy, clean)`` float32 tensors ``(S,)``.
 
     ``S = segment_s * 16000``. ``split="train"``: a random crop per access (torch's global RNG,
@@ -153,6 +157,8 @@ class TrainSet(Dataset):
         return noisy, clean
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         noisy, clean = self._load(i)
         n = segments.num_starts(len(noisy), self.length)
         if self.split == "train":
@@ -163,7 +169,7 @@ class TrainSet(Dataset):
         return torch.from_numpy(noisy.copy()), torch.from_numpy(clean.copy())
 
 
-class TestSet(Dataset):
+class TestSet:
     """The test pairs, full length: items ``(name, noisy (S,), clean (S,))`` float32 tensors."""
 
     __test__ = False  # not a pytest class
@@ -176,6 +182,8 @@ class TestSet(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        import torch
+
         name, noisy_path, clean_path = self.pairs[i]
         noisy, clean = audio.read(noisy_path), audio.read(clean_path)
         return name, torch.from_numpy(noisy), torch.from_numpy(clean)
@@ -235,9 +243,7 @@ def _check_dst(rel, dst: Path, replace: bool) -> bool:
 def _convert_all(rel, todo: list[tuple[str, str]], dst: Path, workers: int) -> None:
     from bsmamba.data import release
 
-    args = [
-        (str(rel.sets[d].path), rel.sets[d].members[n][0], str(dst / d / n)) for d, n in todo
-    ]
+    args = [(str(rel.sets[d].path), rel.sets[d].members[n][0], str(dst / d / n)) for d, n in todo]
     if workers <= 1 or len(todo) < 2:
         for a in args:
             release.convert(*a)
