@@ -260,6 +260,17 @@ def test_dst_inside_src_is_refused_before_anything_is_written(flat, tmp_path):
     assert _snapshot(src) == before
 
 
+def test_dst_inside_a_linked_set_folder_is_refused(flat, tmp_path):
+    src = _copy(flat, tmp_path)
+    elsewhere = tmp_path / "disk2" / "noisy_testset_wav"
+    elsewhere.parent.mkdir()
+    shutil.move(src / "noisy_testset_wav", elsewhere)
+    (src / "noisy_testset_wav").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match=r"vb16: inside the release"):
+        prepare(src, elsewhere / "vb16", workers=0)
+    assert not (elsewhere / "vb16").exists()
+
+
 def test_dst_from_another_release_is_refused_unless_replace(prepared, flat, tmp_path):
     dst = tmp_path / "vb16"
     shutil.copytree(prepared[1], dst)

@@ -202,7 +202,9 @@ def _check_dst(rel, dst: Path, replace: bool) -> bool:
     """Refuse a DST that would write into the release, or that holds another release's files
     (unless ``replace``). Returns whether DST's earlier outputs must be deleted first."""
     src = rel.src
-    if dst == src or src in dst.parents:
+    # The sets' own folders too: one may be a link to another disk.
+    inputs = [src] + [s.path.resolve() for s in rel.sets.values() if s.kind == "folder"]
+    if any(dst == p or p in dst.parents for p in inputs):
         raise ValueError(
             f"{dst}: inside the release {src}; prepare-voicebank never writes into its input "
             f"(16 kHz copies there would pass for the release): choose a folder outside it, "
