@@ -296,6 +296,9 @@ def test_files_prepare_did_not_write_are_refused(prepared, tmp_path):
     shutil.copy(dst / "noisy_testset_wav/p232_001.wav", dst / "noisy_testset_wav/p999_001.wav")
     with pytest.raises(ValueError, match=r"1 .wav file\(s\) not in .*noisy_testset_wav/p999_001"):
         prepare(prepared[0]["release"]["src"], dst, workers=0)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match=r"a_file: exists and is not a folder"):
+        prepare(prepared[0]["release"]["src"], tmp_path / "a_file", workers=0)
     mine = tmp_path / "mine"
     (mine / "clean_testset_wav").mkdir(parents=True)
     shutil.copy(dst / "noisy_testset_wav/p232_001.wav", mine / "clean_testset_wav/x.wav")

@@ -181,7 +181,7 @@ def _find_logs(src: Path) -> tuple[Path, str, dict[str, str]] | None:
     return None
 
 
-def _parse_log(name: str, text: str, wavs: set[str]) -> tuple[dict, dict]:
+def _parse_log(text: str, wavs: set[str]) -> tuple[dict, dict]:
     """Parse "name noise snr" lines. Returns (file name -> (noise, snr_db), report)."""
     snr: dict[str, tuple[str, float]] = {}
     bad, unmatched, lines = [], [], 0
@@ -339,7 +339,7 @@ def _read_logs(src: Path, sets: dict[str, Set], ignored: list, notes: list, warn
     for name, text in sorted(texts.items()):
         if name in LOGS:
             wavs = set(sets[LOGS[name]].members)
-            got, report = _parse_log(name, text, wavs)
+            got, report = _parse_log(text, wavs)
             snr.update(got)
             by_file[name] = {"role": "train" if "train" in name else "test", **report}
             if report["unusable"]:

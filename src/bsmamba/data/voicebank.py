@@ -7,6 +7,7 @@ Layout (what ``bsmamba prepare-voicebank SRC DST`` writes and the demo set imita
         clean_testset_wav/p232_001.wav          824 pairs, speakers p232 and p257
         noisy_testset_wav/p232_001.wav
         manifest.json                           file, duration, sha256, resampler + version
+        source.json                             the release it came from (name+size fingerprint)
 
 The validation split holds out whole training speakers (p226 and p287 by default); the test set
 is never used for model selection. torch is imported on first item, not with the module, so
@@ -210,6 +211,8 @@ def _check_dst(rel, dst: Path, replace: bool) -> bool:
             f"(16 kHz copies there would pass for the release): choose a folder outside it, "
             f"e.g. {src.parent / (src.name + '-16k')}"
         )
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst}: exists and is not a folder; choose a folder for the output")
     record = files.read_json(dst / SOURCE) or {}
     manifest = read_manifest(dst)
     have = _prepared_wavs(dst)
@@ -288,8 +291,8 @@ def prepare(
     Before writing anything: finds the release's sets and logfiles in ``src``
     (:func:`bsmamba.data.release.survey`), checks every file is 48 kHz mono with its twin,
     and refuses a ``dst`` inside ``src`` or one prepared from another release (unless
-    ``replace``). ``echo(line)`` receives what was found, warnings first-worded
-    ``"warning: "``. Rerunnable: finished files (atomic writes) are skipped; ``manifest.json``
+    ``replace``). ``echo(line)`` receives what was found (warnings as lines that start with
+    ``"warning: "``). Rerunnable: finished files (atomic writes) are skipped; ``manifest.json``
     is written last. Returns a summary dict (files, resampled, skipped, release: the survey).
     """
     import hashlib
