@@ -343,6 +343,28 @@ def test_read_only_dst_before_any_work(zipped, tmp_path):
     assert list(dst.iterdir()) == []
 
 
+def test_full_disk_one_line_exit_2_finished_files_kept(zipped, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        res = _cli(zipped, disk / "vb16", "--workers", "0")
+        kept = len(list(disk.glob("vb16/*/*.wav")))
+        tmp_left = list(disk.rglob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert res.returncode == 2 and 0 < kept < 40 and tmp_left == []
+    assert res.stderr.splitlines()[-1] == (
+        f"bsmamba prepare-voicebank: error: {disk / 'vb16'}: cannot write (No space left on "
+        f"device); the {kept} files prepared so far are kept: make room or fix the permissions, "
+        "then rerun the same command to finish"
+    )
+    if "Traceback" in res.stderr:  # soundfile's cffi callbacks print the ENOSPC they swallow
+        pytest.xfail("audio.write hands libsndfile a Python file object: ENOSPC tracebacks")
+
+
 # -------------------------------------------------------------------------- the 16 kHz folder
 
 

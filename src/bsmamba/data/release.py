@@ -465,6 +465,12 @@ def check_audio(rel: Release) -> None:
 _ZIPS: dict[str, zipfile.ZipFile] = {}  # per process: each worker opens each zip once
 
 
+def close_zips() -> None:
+    """Close the zips :func:`convert` opened in this process."""
+    while _ZIPS:
+        _ZIPS.popitem()[1].close()
+
+
 def convert(container: str, member: str, dst: str, rate: int = 16000) -> None:
     """Resample one file of the release (``member`` of the zip ``container``, or the file
     ``member`` when ``container`` is a folder) to ``rate`` Hz with soxr HQ; writes ``dst``

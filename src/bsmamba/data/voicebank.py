@@ -250,8 +250,11 @@ def _convert_all(rel, todo: list[tuple[str, str]], dst: Path, workers: int) -> N
 
     args = [(str(rel.sets[d].path), rel.sets[d].members[n][0], str(dst / d / n)) for d, n in todo]
     if workers <= 1 or len(todo) < 2:
-        for a in args:
-            release.convert(*a)
+        try:
+            for a in args:
+                release.convert(*a)
+        finally:
+            release.close_zips()
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
