@@ -7,9 +7,12 @@ Layout (what ``bsmamba prepare-voicebank SRC DST`` writes and the demo set imita
         clean_testset_wav/p232_001.wav          824 pairs, speakers p232 and p257
         noisy_testset_wav/p232_001.wav
         manifest.json                           file, duration, sha256, resampler + version
+        source.json                             the release it came from (name+size fingerprint)
 
 The validation split holds out whole training speakers (p226 and p287 by default); the test set
-is never used for model selection.
+is never used for model selection. torch is imported on first item, not with the module, so
+``prepare-voicebank`` and the folder checks start without it (map-style datasets need only
+``__len__`` and ``__getitem__``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
+from bsmamba import files
 from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio, manifest_snrs, segments
+
+if TYPE_CHECKING:
+    import torch
 
 FS = 16000
 LAYOUT = TRAIN_DIRS + TEST_DIRS
@@ -68,6 +74,14 @@ def check_root(root: str | Path) -> Path:
             f"{root}: no manifest.json{hint}; this is not `prepare-voicebank` output. Run "
             f"`bsmamba prepare-voicebank {root} DST` and pass DST as --data"
         )
+    # A manifest beside 48 kHz files (an old prepare run into its own input) is not enough.
+    first = next(iter(sorted((root / TEST_DIRS[1]).glob("*.wav"))), None)
+    rate = audio.sf.info(str(first)).samplerate if first else FS
+    if rate != FS:
+        raise ValueError(
+            f"{first}: {rate} Hz, not {FS} Hz: {root} is not prepare-voicebank output (the raw "
+            f"release?); run `bsmamba prepare-voicebank {root} DST` and pass DST as --data"
+        )
     return root
 
 
@@ -85,7 +99,7 @@ def _pairs(root: Path, dirs: tuple[str, str]) -> list[tuple[str, Path, Path]]:
     return out
 
 
-class TrainSet(Dataset):
+class TrainSet:
     """Training or validation pairs as ``(noisy, clean)`` float32 tensors ``(S,)``.
 
     ``S = segment_s * 16000``. ``split="train"``: a random crop per access (torch's global RNG,
@@ -144,6 +158,8 @@ class TrainSet(Dataset):
         return noisy, clean
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         noisy, clean = self._load(i)
         n = segments.num_starts(len(noisy), self.length)
         if self.split == "train":
@@ -154,7 +170,7 @@ class TrainSet(Dataset):
         return torch.from_numpy(noisy.copy()), torch.from_numpy(clean.copy())
 
 
-class TestSet(Dataset):
+class TestSet:
     """The test pairs, full length: items ``(name, noisy (S,), clean (S,))`` float32 tensors."""
 
     __test__ = False  # not a pytest class
@@ -167,6 +183,8 @@ class TestSet(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        import torch
+
         name, noisy_path, clean_path = self.pairs[i]
         noisy, clean = audio.read(noisy_path), audio.read(clean_path)
         return name, torch.from_numpy(noisy), torch.from_numpy(clean)
@@ -174,113 +192,221 @@ class TestSet(Dataset):
 
 # ---------------------------------------------------------------- bsmamba prepare-voicebank
 
-
-def _snr_logs(src: Path) -> dict[str, tuple[str, float]]:
-    """name -> (noise, snr_db) from the release's logfiles/*.txt ("p232_001 bus 7.5"), if any."""
-    out = {}
-    for log in sorted(src.glob("logfiles/*.txt")):
-        for line in log.read_text(errors="replace").splitlines():
-            parts = line.split()
-            try:
-                out[parts[0] + ".wav"] = (parts[1], float(parts[-1]))
-            except (IndexError, ValueError):
-                continue
-    return out
+SOURCE = "source.json"  # written before any audio: which release a (half-)prepared DST is from
 
 
-def prepare(src: str | Path, dst: str | Path, workers: int = 2) -> dict:
-    """Resample the 48 kHz release once to 16 kHz (soxr HQ) into ``dst`` + ``manifest.json``.
+def _prepared_wavs(dst: Path) -> dict[str, list[str]]:
+    return {d: sorted(p.name for p in (dst / d).glob("*.wav")) for d in LAYOUT}
 
-    Checks every noisy file has its clean twin (and back) before writing anything. Rerunnable:
-    finished files (atomic writes, so an existing file is complete) are skipped, and the
-    manifest is rewritten last. Returns a summary dict (files, resampled, skipped).
-    """
-    import hashlib
+
+def _check_dst(rel, dst: Path, replace: bool) -> bool:
+    """Refuse a DST that would write into the release, or that holds another release's files
+    (unless ``replace``). Returns whether DST's earlier outputs must be deleted first."""
+    src = rel.src
+    # The sets' own folders too: one may be a link to another disk.
+    inputs = [src] + [s.path.resolve() for s in rel.sets.values() if s.kind == "folder"]
+    if any(dst == p or p in dst.parents for p in inputs):
+        raise ValueError(
+            f"{dst}: inside the release {src}; prepare-voicebank never writes into its input "
+            f"(16 kHz copies there would pass for the release): choose a folder outside it, "
+            f"e.g. {src.parent / (src.name + '-16k')}"
+        )
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst}: exists and is not a folder; choose a folder for the output")
+    record = files.read_json(dst / SOURCE) or {}
+    manifest = read_manifest(dst)
+    have = _prepared_wavs(dst)
+    n_have = sum(map(len, have.values()))
+    if not record and not manifest:
+        if n_have:
+            raise ValueError(
+                f"{dst}: holds {n_have} .wav files that prepare-voicebank did not write (no "
+                f"{SOURCE}); choose a new or empty folder"
+            )
+        return False
+    old_fp = record.get("fingerprint") or manifest.get("source_fingerprint")
+    old_src = record.get("source") or manifest.get("source")
+    same = old_fp == rel.fingerprint() if old_fp else Path(str(old_src)) == src
+    if not same:
+        if replace:
+            return True
+        raise ValueError(
+            f"{dst}: prepared from another release ({old_src}, {record.get('files', '?')} "
+            f"files; now {src}, {sum(len(s.members) for s in rel.sets.values())} files); pass "
+            f"--replace to redo it from {src} (its {n_have} prepared files are deleted), "
+            "or choose another folder"
+        )
+    extra = [f"{d}/{n}" for d in LAYOUT for n in have[d] if n not in rel.sets[d].members]
+    if extra and not replace:
+        raise ValueError(
+            f"{dst}: {len(extra)} .wav file(s) not in {src} ({', '.join(extra[:3])}): training "
+            "and testing would read them; remove them, or pass --replace to redo the folder"
+        )
+    return bool(extra)
+
+
+def _convert_all(rel, todo: list[tuple[str, str]], dst: Path, workers: int) -> None:
+    from bsmamba.data import release
+
+    args = [(str(rel.sets[d].path), rel.sets[d].members[n][0], str(dst / d / n)) for d, n in todo]
+    if workers <= 1 or len(todo) < 2:
+        try:
+            for a in args:
+                release.convert(*a)
+        finally:
+            release.close_zips()
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    # spawn: the workers import only bsmamba.data.release and audio, not torch
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for _ in pool.map(release.convert, *zip(*args, strict=True), chunksize=16):
+            pass
+    except BaseException:
+        # Files being written finish (or fail and remove their temp file); the rest never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _write_error(e: OSError, dst: Path) -> ValueError:
+    """One line for a failed write (read-only or full DST) or read; finished files stay."""
+    path = Path(e.filename) if e.filename else dst
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        path = path.parent  # an atomic write's temp file: name the folder the user knows
+    what = e.strerror or str(e)
+    if path != dst and dst not in path.parents:
+        return ValueError(f"{path}: {what}")
+    kept = sum(map(len, _prepared_wavs(dst).values())) if dst.is_dir() else 0
+    return ValueError(
+        f"{path}: cannot write ({what}); the {kept} files prepared so far are kept: make "
+        "room or fix the permissions, then rerun the same command to finish"
+    )
+
+
+def prepare(
+    src: str | Path, dst: str | Path, workers: int = 2, replace: bool = False, echo=None
+) -> dict:
+    """Resample the 48 kHz release (zips or folders) once to 16 kHz (soxr HQ) into ``dst``.
+
+    Before writing anything: finds the release's sets and logfiles in ``src``
+    (:func:`bsmamba.data.release.survey`), checks every file is 48 kHz mono with its twin,
+    and refuses a ``dst`` inside ``src`` or one prepared from another release (unless
+    ``replace``). ``echo(line)`` receives what was found (warnings as lines that start with
+    ``"warning: "``). Rerunnable: finished files (atomic writes) are skipped; ``manifest.json``
+    is written last. Returns a summary dict (files, resampled, skipped, release: the survey).
+    """
+    import hashlib
+
     import soxr
 
-    from bsmamba import files, schema
+    from bsmamba import __version__, schema
+    from bsmamba.data import release
 
-    src, dst = Path(src).expanduser(), Path(dst).expanduser()
-    missing = [d for d in LAYOUT if not (src / d).is_dir()]
-    if missing:
-        raise FileNotFoundError(
-            f"{src}: missing {', '.join(missing)}; SRC must hold the four folders of the "
-            "VoiceBank+DEMAND release (clean/noisy trainset_28spk_wav, clean/noisy testset_wav)"
+    dst = Path(dst).expanduser().resolve()
+    rel = release.survey(src)
+    clear = _check_dst(rel, dst, replace)
+    release.check_audio(rel)
+    say = echo or (lambda line: None)
+    for line in rel.lines():
+        say(line)
+    for w in rel.warnings:
+        say(f"warning: {w}")
+    names = {d: sorted(rel.sets[d].members) for d in LAYOUT}
+    total = sum(map(len, names.values()))
+    try:
+        if clear:  # the manifest first: a half-cleared folder must not look prepared
+            (dst / "manifest.json").unlink(missing_ok=True)
+            for d, have in _prepared_wavs(dst).items():
+                for n in have:
+                    (dst / d / n).unlink()
+        files.write_json(
+            dst / SOURCE,
+            {"source": str(rel.src), "fingerprint": rel.fingerprint(), "files": total,
+             "bsmamba": __version__},
+        )  # fmt: skip
+        for stale in dst.glob("*/.*.tmp"):  # temp files of a killed run (writes are atomic)
+            stale.unlink()
+        todo = [(d, n) for d in LAYOUT for n in names[d] if not (dst / d / n).is_file()]
+        say(f"resampling {len(todo)} files to {FS} Hz ({total - len(todo)} already done)")
+        _convert_all(rel, todo, dst, workers)
+        entries = []
+        for d in LAYOUT:
+            for n in names[d]:
+                path = dst / d / n
+                info = audio.sf.info(str(path))
+                entry = {
+                    "dir": d,
+                    "file": n,
+                    "kind": "clean" if d.startswith("clean") else "noisy",
+                    "speaker": speaker(n),
+                    "duration_s": round(info.frames / info.samplerate, 4),
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+                if entry["kind"] == "noisy" and n in rel.snr:
+                    entry["noise"], entry["snr_db"] = rel.snr[n]
+                entries.append(entry)
+        summary = rel.summary()
+        files.write_json(
+            dst / "manifest.json",
+            schema.document(
+                "manifest",
+                dataset="voicebank",
+                source=str(rel.src),
+                source_fingerprint=summary.pop("fingerprint"),
+                source_sample_rate=release.RATE,
+                sample_rate=FS,
+                resampler=audio.RESAMPLER,
+                resampler_version=f"soxr {soxr.__version__}",
+                valid_speakers=list(VALID_SPEAKERS),
+                release=summary,
+                files=entries,
+            ),
         )
-    names = {d: sorted(p.name for p in (src / d).glob("*.wav")) for d in LAYOUT}
-    for clean_d, noisy_d in (TRAIN_DIRS, TEST_DIRS):
-        lonely = sorted(set(names[noisy_d]) ^ set(names[clean_d]))
-        if lonely:
-            raise ValueError(
-                f"{src}: {len(lonely)} file(s) without their twin between {clean_d} and "
-                f"{noisy_d}, e.g. {', '.join(lonely[:5])}; re-download or remove them"
-            )
-    for stale in dst.glob("*/.*.tmp"):  # temp files of a killed run (writes are atomic)
-        stale.unlink()
-    todo = [(d, n) for d in LAYOUT for n in names[d] if not (dst / d / n).is_file()]
-    total = sum(len(v) for v in names.values())
-    srcs = [str(src / d / n) for d, n in todo]
-    dsts = [str(dst / d / n) for d, n in todo]
-    if workers <= 1:
-        for a, b in zip(srcs, dsts, strict=True):
-            audio.convert(a, b, FS)
-    elif todo:
-        # spawn: the workers import only bsmamba.data.audio, not torch
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            list(pool.map(audio.convert, srcs, dsts, [FS] * len(todo), chunksize=16))
-    logs = _snr_logs(src)
-    entries = []
-    for d in LAYOUT:
-        for n in names[d]:
-            path = dst / d / n
-            info = audio.sf.info(str(path))
-            entry = {
-                "dir": d,
-                "file": n,
-                "kind": "clean" if d.startswith("clean") else "noisy",
-                "speaker": speaker(n),
-                "duration_s": round(info.frames / info.samplerate, 4),
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            }
-            if entry["kind"] == "noisy" and n in logs:
-                entry["noise"], entry["snr_db"] = logs[n]
-            entries.append(entry)
-    rate = audio.sf.info(str(src / TEST_DIRS[0] / names[TEST_DIRS[0]][0])).samplerate
-    files.write_json(
-        dst / "manifest.json",
-        schema.document(
-            "manifest",
-            dataset="voicebank",
-            source=str(src),
-            source_sample_rate=rate,
-            sample_rate=FS,
-            resampler=audio.RESAMPLER,
-            resampler_version=f"soxr {soxr.__version__}",
-            valid_speakers=list(VALID_SPEAKERS),
-            files=entries,
-        ),
-    )
-    return {"files": total, "resampled": len(todo), "skipped": total - len(todo)}
+    except OSError as e:
+        raise _write_error(e, dst) from None
+    return {
+        "dst": str(dst),
+        "files": total,
+        "resampled": len(todo),
+        "skipped": total - len(todo),
+        "release": rel.summary(),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="the 48 kHz release: folder holding the four *_wav folders")
+    parser.add_argument(
+        "src",
+        help="the 48 kHz release: the folder holding its four zips or extracted folders "
+        "(clean/noisy_trainset_28spk_wav, clean/noisy_testset_wav; logfiles/ beside or one "
+        "level up)",
+    )
     parser.add_argument("dst", help="output folder (16 kHz); rerun to resume a half-done run")
     parser.add_argument("--workers", type=int, default=2, help="parallel resampling processes")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="DST was prepared from another release: delete its files and redo it from SRC",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
-    summary = prepare(args.src, args.dst, workers=args.workers)
+    import sys
+
+    def echo(line: str) -> None:
+        warning = line.startswith("warning: ")
+        if warning or not args.json:
+            print(line, file=sys.stderr if warning else sys.stdout, flush=True)
+
+    summary = prepare(args.src, args.dst, workers=args.workers, replace=args.replace, echo=echo)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(
             f"prepared {summary['files']} files ({summary['resampled']} resampled now, "
-            f"{summary['skipped']} already done) into {args.dst}"
+            f"{summary['skipped']} already done) into {summary['dst']}"
         )
     return 0
