@@ -31,6 +31,7 @@ KINDS = (
     "study_results",  # studies/<recipe>/results.json
     "benchmark",  # benchmarks/*.py
     "manifest",  # prepare-voicebank / demo manifest
+    "prepare",  # bsmamba prepare-voicebank --json
 )
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -7,6 +7,8 @@ instead of as a shape error deep inside a model or a metric.
 
 from __future__ import annotations
 
+import io
+
 import struct
 from pathlib import Path
 
@@ -110,4 +112,6 @@ def write(path: str | Path, wav: np.ndarray, sample_rate: int = 16000, subtype: 
     wav = np.clip(wav, -1.0, 1.0)
     fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
     fmt = {"OGG": "OGG", "FLAC": "FLAC"}.get(fmt, "WAV")
-    return files.atomic_write(path, lambda f: sf.write(f, wav, sample_rate, subtype, format=fmt))
+    buf = io.BytesIO()  # encode in memory: a full disk then fails in one f.write, as one OSError
+    sf.write(buf, wav, sample_rate, subtype, format=fmt)
+    return files.atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bsmamba import files
+from bsmamba import files, schema
 from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio, manifest_snrs, segments
 
 if TYPE_CHECKING:
@@ -403,7 +403,7 @@ def main(args: argparse.Namespace) -> int:
 
     summary = prepare(args.src, args.dst, workers=args.workers, replace=args.replace, echo=echo)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(schema.document("prepare", **summary), indent=2))
     else:
         print(
             f"prepared {summary['files']} files ({summary['resampled']} resampled now, "
