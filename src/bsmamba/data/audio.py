@@ -8,7 +8,6 @@ instead of as a shape error deep inside a model or a metric.
 from __future__ import annotations
 
 import io
-
 import struct
 from pathlib import Path
 
