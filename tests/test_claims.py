@@ -37,6 +37,23 @@ def test_paired_bootstrap_interval_and_verdicts():
     assert claims.ranking_verdict(claims.paired_bootstrap({}, {})) == claims.NOT_MEASURED
 
 
+def test_a_claimed_gain_is_judged_on_its_size_too():
+    rng = np.random.default_rng(2)
+    base = rng.uniform(1.5, 3.0, 60)
+    noise = rng.normal(0, 0.05, 60)
+    small = claims.paired_bootstrap(_utts(base + 0.1 + noise), _utts(base), n_boot=500)
+    big = claims.paired_bootstrap(_utts(base + 0.35 + noise), _utts(base), n_boot=500)
+    # +0.1 is above 0 (the direction holds) but wholly below the claimed +0.3: the claim fails
+    assert small["ci_low"] > 0 and small["ci_high"] < 0.3
+    assert claims.ranking_verdict(small) == claims.HOLDS
+    assert claims.ranking_verdict(small, gain=0.3) == claims.FAILS
+    assert claims.ranking_verdict(big, gain=0.3) == claims.HOLDS
+    # an interval reaching +0.3 from above 0 is consistent with the claim: it holds
+    wide = claims.paired_bootstrap(_utts(base + 0.25 + 8 * noise), _utts(base), n_boot=500)
+    assert wide["ci_low"] > 0 and wide["ci_high"] > 0.3
+    assert claims.ranking_verdict(wide, gain=0.3) == claims.HOLDS
+
+
 def _results(params, demo=True, pesq=None, fits=None, decoders=None):
     systems = list(params)
     by = {}

@@ -30,6 +30,30 @@ def test_macs_per_second_match_a_hand_count_for_an_lstm_model():
     assert model.training  # restored
 
 
+def test_macs_per_second_match_a_hand_count_for_a_mamba_model():
+    N, S, d = 8, 4, 16  # dim, d_state, d_inner = expand * dim
+    model = build_model("modified", dim=N, d_state=S, num_layers=1, layout="intra")
+    T, K, F = 16000 // 128 + 1, 30, 257
+    widths = BAND_PLANS["bsrnn30"]
+    r = 1  # dt_rank = ceil(8 / 16)
+    per_step = (
+        N * 2 * d  # in_proj
+        + d * 4  # depthwise conv, d_conv 4
+        + d * (r + 2 * S)  # x_proj
+        + r * d  # dt_proj
+        + 3 * d * S  # the selective scan
+        + d * N  # out_proj
+    )
+    expected = (
+        T * sum(2 * w * N for w in widths)  # band-split Linear
+        + K * T * per_step  # one time pass over every band
+        + K * T * N * 4 * N  # decoder first Linear
+        + T * sum(4 * N * 12 * w for w in widths)  # decoder second Linear
+        + 12 * F * T  # 3-tap complex mask
+    )
+    assert params.macs_per_s(model) == expected
+
+
 def test_params_command_reports_claims_and_says_where_they_fail(capsys):
     assert cli.main(["params", "abl2", "abl3", "dim=16", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -56,15 +56,18 @@ def _hook_macs(macs: list[int]):
             macs[0] += x.numel() // module.in_features * module.in_features * module.out_features
         elif isinstance(module, nn.Conv1d):
             k = module.kernel_size[0] * module.in_channels // module.groups
-            macs[0] += output.numel() * k
+            # the causal conv keeps L of its L + d_conv - 1 padded outputs: count those L
+            macs[0] += output.shape[0] * output.shape[1] * x.shape[-1] * k
         elif isinstance(module, nn.LSTM):
             batch, steps = x.shape[:2]
             dirs = 2 if module.bidirectional else 1
             h, i = module.hidden_size, module.input_size
             macs[0] += batch * steps * dirs * 4 * h * (i + h)
-        elif isinstance(module, Mamba):
+        elif isinstance(module, Mamba):  # what runs beside its hooked submodules:
             batch, steps = x.shape[:2]
-            macs[0] += 3 * batch * steps * module.d_inner * module.d_state
+            macs[0] += 3 * batch * steps * module.d_inner * module.d_state  # the scan
+            # dt_proj: the block multiplies by its weight directly (the bias goes into the scan)
+            macs[0] += batch * steps * module.dt_rank * module.d_inner
 
     return hook
 
