@@ -7,8 +7,10 @@ Compared in the same run: bsmamba's ``fused`` and ``reference`` backends inside 
 block, and mambapy's block with its parallel scan (``pscan=True``; same layer sizes, checked by
 parameter count). Time: wall-clock seconds of forward + backward, min and median over repeats
 after one warm-up. Peak: the most tensor bytes alive at once during one forward + backward
-(parameters, gradients, activations, temporaries), tracked per allocation with torch's
-MemTracker (a dispatch mode that sees every tensor storage), not process RSS.
+(parameters, gradients, activations, temporaries), tracked per allocation by bsmamba's
+``LiveBytes`` dispatch mode (it sees every tensor storage; not process RSS). It installs no
+module hooks, so the block runs the same path as when timed (hooks would switch bsmamba's block
+to its module-by-module path).
 """
 
 from __future__ import annotations
@@ -54,15 +56,16 @@ def _time(block, x, repeats: int) -> tuple[float, list[float]]:
 
 
 def _peak_bytes(block, x) -> int:
-    from torch.distributed._tools.mem_tracker import MemTracker
+    from bsmamba.memory.tracker import LiveBytes
 
     block.zero_grad(set_to_none=True)
-    tracker = MemTracker()
-    tracker.track_external(block, x)
+    tracker = LiveBytes()
     with tracker:
+        tracker.track(list(block.parameters()) + [x], "parameters")
+        if isinstance(block, Mamba):  # the path that was timed, not the hooked module path
+            assert not block._hooked()
         _step(block, x)
-    peak = tracker.get_tracker_snapshot("peak")
-    return int(sum(dev["Total"] for dev in peak.values()))
+    return int(tracker.peak_bytes)
 
 
 def main(argv: list[str] | None = None) -> dict:
