@@ -66,13 +66,15 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The published 16 kHz BSRNN recipe by default (docs/training.md, "The recipe")."""
+
     batch_size: int = 6  # per process
     grad_accumulate: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam, generator
     epochs: int = 120
     max_steps: int = -1  # -1 = no limit
     max_time_s: float = 0.0  # 0 = no limit; wall-clock budget for the fit
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # grad-norm clip of the generator
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
@@ -80,16 +82,21 @@ class TrainConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed
     out: str = ""  # run dir; "" = runs/<preset>-<data>-s<seed>/
     num_nodes: int = 1
-    # losses: w_ri * L1(real, imag) + w_mag * L1(|S|^c) (+ w_wave * L1(wave)), c = compress
+    # generator loss: w_ri * complex L1 + w_mag * L1(|S|^c) (+ w_wave * L1(wave)) (+ adversarial)
+    complex_loss: str = "plain"  # plain (published: mean |S_est - S_ref|) | compressed (earlier)
     loss_ri_weight: float = 0.5
     loss_mag_weight: float = 0.5
     loss_wave_weight: float = 0.0
     compress: float = 0.3  # power-law exponent on magnitudes; 1.0 = uncompressed
-    metricgan_from_epoch: int = -1  # -1 = off; else the PESQ-driven discriminator from this epoch
-    metricgan_weight: float = 0.05  # weight of the generator's adversarial term
-    disc_lr: float = 1e-3
-    scheduler: str = "none"  # none | step | cosine
-    scheduler_step_epochs: int = 1  # step: decay every this many epochs
+    # MetricGAN: the discriminator trains at every step from the start on real PESQ targets
+    metricgan: bool = True
+    metricgan_weight: float = 1.0  # weight of the generator's adversarial term
+    metricgan_adv_epoch: int = -1  # adversarial term from this epoch; -1 = epochs / 2 (published)
+    disc_lr: float = 1e-3  # Adam, discriminator
+    disc_grad_clip: float = 5.0
+    pesq_workers: int = -1  # PESQ processes for D's targets; 0 = in-process; -1 = auto
+    scheduler: str = "step"  # none | step | cosine; for both optimisers
+    scheduler_step_epochs: int = 10  # step: decay every this many epochs
     scheduler_gamma: float = 0.98  # step: decay factor
     max_nonfinite: int = 20  # abort after this many skipped non-finite steps
     val_every: int = 1  # validate every N epochs

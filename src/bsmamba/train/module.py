@@ -1,9 +1,15 @@
-"""The LightningModule: one enhancer (and optionally a MetricGAN discriminator) and its recipe.
+"""The LightningModule: one enhancer, the MetricGAN discriminator, and their recipe.
+
+One training step, as published (REFERENCE, "Recipe"): the generator's loss (spectral terms,
+plus the adversarial term from ``metricgan_adv_epoch`` = half of training) and its step; then
+the discriminator's step on its three real-PESQ targets, at every step from the start. The 2B
+PESQ scores run in a process pool while the generator's backward and step run.
 
 Manual optimisation, because three things need a say between backward and the optimizer step:
 a non-finite loss or gradient norm skips the step on every rank at once (and is counted), the
-discriminator gets its own step without advancing ``global_step``, and gradient clipping reports
-the norm it clipped. ``global_step`` therefore counts generator steps, i.e. real updates.
+discriminator gets its own step without advancing ``global_step`` (skipped, and counted, when
+PESQ refuses any pair of the batch), and gradient clipping reports the norm it clipped.
+``global_step`` therefore counts generator steps, i.e. real updates.
 
 Resume is exact: the checkpoint carries the RNG states and how far into the epoch the data order
 had got, and :class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` alone, so a
@@ -13,10 +19,12 @@ resumed run sees the remaining batches of the interrupted epoch in the same orde
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -124,12 +132,19 @@ class EnhancementModule(L.LightningModule):
             raise ValueError(
                 f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}"
             )
+        if t.complex_loss not in losses.COMPLEX_LOSSES:
+            raise ValueError(
+                f"unknown train.complex_loss {t.complex_loss!r}; "
+                f"valid: {', '.join(losses.COMPLEX_LOSSES)}"
+            )
         self.model = model
         self.cfg = cfg
         self.train_set, self.valid_set = train_set, valid_set
-        self.discriminator = losses.Discriminator() if t.metricgan_from_epoch >= 0 else None
+        self.discriminator = losses.Discriminator() if t.metricgan else None
+        self._scorer: losses.PesqScorer | None = None  # created at fit start
         self.automatic_optimization = False
         self.nonfinite_steps = 0
+        self.disc_skipped_steps = 0  # discriminator steps skipped (PESQ refused, non-finite)
         self._resume: dict[str, Any] | None = None  # from on_load_checkpoint, used at train start
         self._samples_done = 0  # samples this rank consumed in the current epoch
         self._pesq_budget = 0
@@ -192,9 +207,41 @@ class EnhancementModule(L.LightningModule):
         opts = self.optimizers()
         return list(opts) if isinstance(opts, (list, tuple)) else [opts]
 
-    def _gan_on(self) -> bool:
-        d = self.discriminator
-        return d is not None and self.current_epoch >= self.cfg.train.metricgan_from_epoch
+    def adv_from_epoch(self) -> float:
+        """First epoch with the generator's adversarial term: epoch >= epochs / 2 by default."""
+        t = self.cfg.train
+        return t.metricgan_adv_epoch if t.metricgan_adv_epoch >= 0 else t.epochs / 2
+
+    def _adv_on(self) -> bool:
+        return self.discriminator is not None and self.current_epoch >= self.adv_from_epoch()
+
+    def pesq_workers(self) -> int:
+        """``train.pesq_workers``; auto (-1): in-process on CPU (the cores train the model),
+        else one process per PESQ pair of the batch, at most the cores of this rank."""
+        n = int(self.cfg.train.pesq_workers)
+        if n >= 0:
+            return n
+        if self.device.type == "cpu":
+            return 0
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        return max(1, min(2 * int(self.cfg.train.batch_size), (os.cpu_count() or 1) // local))
+
+    def on_fit_start(self) -> None:
+        if self.discriminator is not None and self._scorer is None:
+            self._scorer = losses.PesqScorer(self.pesq_workers(), self.model.sample_rate)
+            self._scorer.start()
+
+    def on_fit_end(self) -> None:
+        self.close()
+
+    def teardown(self, stage: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the PESQ processes (also called by ``run`` when a fit ends in an error)."""
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
 
     def _all_ranks_finite(self, *values: torch.Tensor) -> bool:
         bad = torch.tensor(float(not all(bool(torch.isfinite(v).all()) for v in values)))
@@ -222,13 +269,27 @@ class EnhancementModule(L.LightningModule):
         opts = self._optimizers()
         out = self._loss(noisy, clean)
         loss = out.total
-        gan = self._gan_on()
-        if gan:
-            ref_mag = losses.compressed_mag(out.ref_spec, t.compress)  # (B, F, T)
-            est_mag = losses.compressed_mag(out.est_spec, t.compress)
-            adv = losses.generator_adv_loss(self.discriminator, ref_mag, est_mag)
-            loss = loss + t.metricgan_weight * adv
-            out.parts["loss_adv"] = adv.detach()
+        disc = self.discriminator
+        if disc is not None:
+            # D's targets are the PESQ of this step's estimate (before the generator's update):
+            # submitted now, they are scored in the pool while the generator steps.
+            if self._scorer is None:  # a fit that skipped on_fit_start (not via Trainer.fit)
+                self.on_fit_start()
+            est_wav = self.model.frontend.istft(out.est_spec.detach(), clean.shape[-1])
+            wavs = [w.detach().float().cpu().numpy() for w in (clean, est_wav, noisy)]
+            pending = self._scorer.submit(
+                np.concatenate([wavs[0], wavs[1]]), np.concatenate([wavs[1], wavs[2]])
+            )
+            with torch.no_grad():
+                noisy_spec = self.model.frontend.stft(noisy)
+            clean_mag, est_mag, noisy_mag = (
+                losses.power_mag(s, t.compress).unsqueeze(1)  # (B, 1, F, T)
+                for s in (out.ref_spec, out.est_spec, noisy_spec)
+            )
+            if self._adv_on():
+                adv = losses.generator_adv_loss(disc, clean_mag, est_mag)
+                loss = loss + t.metricgan_weight * adv
+                out.parts["loss_adv"] = adv.detach()
 
         accumulate = max(1, int(t.grad_accumulate))
         step_now = (batch_idx + 1) % accumulate == 0
@@ -247,11 +308,13 @@ class EnhancementModule(L.LightningModule):
             opts[0].zero_grad(set_to_none=True)
             self.log("grad_norm", norm, on_step=True)
 
-        if gan:
+        if disc is not None:
             d_loss = self._discriminator_step(
-                opts[1], out, clean, ref_mag.detach(), est_mag.detach()
+                opts[1], pending, clean_mag.detach(), est_mag.detach(), noisy_mag
             )
-            self.log("loss_disc", d_loss, on_step=True)
+            if d_loss is not None:
+                self.log("loss_disc", d_loss, on_step=True)
+            self.log("disc_skipped_steps", float(self.disc_skipped_steps), on_step=True)
 
         self.log("loss", loss.detach(), on_step=True, prog_bar=True)
         for name, v in out.parts.items():
@@ -263,23 +326,35 @@ class EnhancementModule(L.LightningModule):
         return None
 
     def _discriminator_step(
-        self, opt, out: losses.LossOutput, clean: torch.Tensor, ref_mag, est_mag
-    ) -> torch.Tensor:
-        """One MetricGAN discriminator update against the real PESQ of the detached estimate.
+        self, opt, pending, clean_mag, est_mag, noisy_mag
+    ) -> torch.Tensor | None:
+        """One discriminator update on its three targets; None when skipped.
 
-        ref_mag, est_mag: the generator step's compressed magnitudes (B, F, T), detached.
+        pending: the scorer's handle of the 2B pairs (clean, est) then (est, noisy);
+        magnitudes (B, 1, F, T), detached. As published, a batch in which PESQ refuses any
+        pair (e.g. a silent estimate) skips the step; every DDP rank skips together.
         """
-        est = out.est_spec.detach()
-        est_wav = self.model.frontend.istft(est, clean.shape[-1])  # (B, S), normalised domain
-        target = losses.pesq_targets(clean, est_wav, self.model.sample_rate)
-        d_loss = losses.discriminator_loss(self.discriminator, ref_mag, est_mag, target)
-        opt.zero_grad(set_to_none=True)
+        t = self.cfg.train
+        scores = torch.as_tensor(self._scorer.scores(pending), dtype=torch.float32)
+        if not self._all_ranks_finite(scores):
+            self.disc_skipped_steps += 1
+            return None
+        target = losses.pesq_normalised(scores).to(self.device)
+        b = clean_mag.shape[0]
+        d_loss = losses.discriminator_loss(
+            self.discriminator, clean_mag, est_mag, noisy_mag, target[:b], target[b:]
+        )
+        opt.zero_grad(set_to_none=True)  # also drops what the generator's backward left in D
         self.manual_backward(d_loss)
-        if self._all_ranks_finite(d_loss.detach()):
+        norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), t.disc_grad_clip)
+        stepped = self._all_ranks_finite(d_loss.detach(), norm)
+        if stepped:
             # The raw optimizer: stepping the Lightning wrapper would advance global_step.
             opt.optimizer.step()
+        else:
+            self.disc_skipped_steps += 1
         opt.zero_grad(set_to_none=True)
-        return d_loss.detach()
+        return d_loss.detach() if stepped else None
 
     def on_train_epoch_start(self) -> None:
         r = self._resume
@@ -311,6 +386,7 @@ class EnhancementModule(L.LightningModule):
             t.loss_mag_weight,
             t.loss_wave_weight,
             t.compress,
+            t.complex_loss,
         )
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -350,6 +426,7 @@ class EnhancementModule(L.LightningModule):
             "rng": ckpt_io.rng_state(),
             "train": {
                 "nonfinite_steps": int(self.nonfinite_steps),
+                "disc_skipped_steps": int(self.disc_skipped_steps),
                 "epoch": int(self.current_epoch),
                 "samples_done": int(self._samples_done),
                 "history": [dict(r) for r in self.history],
@@ -360,6 +437,7 @@ class EnhancementModule(L.LightningModule):
         meta = checkpoint.get("bsmamba", {})
         st = meta.get("train", {})
         self.nonfinite_steps = int(st.get("nonfinite_steps", 0))
+        self.disc_skipped_steps = int(st.get("disc_skipped_steps", 0))
         self.history = [dict(r) for r in st.get("history", [])]
         self._resume = {
             "epoch": int(st.get("epoch", -1)),

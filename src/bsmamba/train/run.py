@@ -157,7 +157,10 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     if resume.is_file():
         _say(cfg, f"resuming from {resume}")
     t0 = time.perf_counter()
-    trainer.fit(module, ckpt_path=str(resume) if resume.is_file() else None)
+    try:
+        trainer.fit(module, ckpt_path=str(resume) if resume.is_file() else None)
+    finally:
+        module.close()  # the PESQ processes, also when the fit ends in an error
     wall = time.perf_counter() - t0
     if trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; rerun the same command to resume")
@@ -210,6 +213,7 @@ def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
         precision=str(cfg.train.precision),
         threads=torch.get_num_threads(),
         nonfinite_steps=int(module.nonfinite_steps),
+        disc_skipped_steps=int(module.disc_skipped_steps),
         validation=history,
         ladder_events=events,
         config_path="config.yaml",
@@ -249,12 +253,9 @@ def _distribution(cfg: DictConfig) -> tuple[int, int, str]:
         devices, nodes = int(t.devices), int(t.num_nodes)
     if devices * nodes <= 1:
         return devices, nodes, "auto"
-    # The discriminator sits idle before metricgan_from_epoch: DDP must tolerate unused params.
-    return (
-        devices,
-        nodes,
-        "ddp_find_unused_parameters_true" if t.metricgan_from_epoch >= 0 else "ddp",
-    )
+    # Each of the two backward passes of a step leaves the other network's parameters unused
+    # (D before the adversarial phase, the generator in D's step): DDP must tolerate that.
+    return devices, nodes, "ddp_find_unused_parameters_true" if t.metricgan else "ddp"
 
 
 def _rank() -> int:
@@ -262,6 +263,7 @@ def _rank() -> int:
 
 
 def _validate(cfg: DictConfig) -> DictConfig:
+    from bsmamba.train.losses import COMPLEX_LOSSES
     from bsmamba.train.module import PRECISIONS, SCHEDULERS
 
     t = cfg.train
@@ -278,6 +280,18 @@ def _validate(cfg: DictConfig) -> DictConfig:
         raise ValueError(f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if t.precision not in PRECISIONS:
         raise ValueError(f"unknown train.precision {t.precision!r}; valid: {', '.join(PRECISIONS)}")
+    if t.complex_loss not in COMPLEX_LOSSES:
+        raise ValueError(
+            f"unknown train.complex_loss {t.complex_loss!r}; valid: {', '.join(COMPLEX_LOSSES)}"
+        )
+    rate = int(cfg.model.stft.sample_rate)
+    if t.metricgan and rate != 16000:
+        raise ValueError(
+            f"train.metricgan needs 16 kHz audio (its targets are PESQ-WB), the model runs at "
+            f"{rate} Hz; set train.metricgan=false"
+        )
+    if t.scheduler == "step" and t.scheduler_step_epochs < 1:
+        raise ValueError(f"train.scheduler_step_epochs must be >= 1, got {t.scheduler_step_epochs}")
     for key in ("batch_size", "epochs", "val_every", "grad_accumulate"):
         if t[key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
@@ -359,7 +373,12 @@ def _summary(cfg: DictConfig, out: Path, r: dict) -> None:
         cfg,
         f"{cfg.model.preset}: {r['steps']} steps ({r['epochs']} epochs) in "
         f"{r['wall_time_s']:.1f} s ({step}); {best}; "
-        f"{r['nonfinite_steps']} non-finite steps skipped",
+        f"{r['nonfinite_steps']} non-finite steps skipped"
+        + (
+            f"; {r['disc_skipped_steps']} discriminator steps skipped"
+            if cfg.train.metricgan
+            else ""
+        ),
         f"results: {out / 'results.json'}",
     )
 
