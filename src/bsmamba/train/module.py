@@ -339,8 +339,11 @@ class EnhancementModule(L.LightningModule):
         if not self._all_ranks_finite(scores):
             self.disc_skipped_steps += 1
             return None
-        target = losses.pesq_normalised(scores).to(self.device)
         b = clean_mag.shape[0]
+        # The estimates' PESQ is a training curve of its own (raw PESQ-WB, before the step).
+        self.log("train_pesq", float(scores[:b].mean()), on_step=True)
+        self.log("train_pesq_est_noisy", float(scores[b:].mean()), on_step=True)
+        target = losses.pesq_normalised(scores).to(self.device)
         d_loss = losses.discriminator_loss(
             self.discriminator, clean_mag, est_mag, noisy_mag, target[:b], target[b:]
         )
