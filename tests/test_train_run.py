@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -140,21 +141,30 @@ def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path):
     assert config.load(out / "config.yaml").train.batch_size == 1
 
 
-def test_metricgan_and_scheduler_train(data, tmp_path):
+def test_published_recipe_on_the_demo_data_switches_the_adversarial_term_on_at_half(tmp_path):
+    # The defaults are the published recipe: D trains from the first step, the generator's
+    # adversarial term joins at epoch >= epochs / 2 (3 epochs: from epoch 2, not 1), and StepLR
+    # decays both optimisers (here every epoch, by 0.5, to see it in 3 epochs).
     out = tmp_path / "gan"
-    over = tiny(data, out, "train.max_steps=6", "train.epochs=2", "train.metricgan_from_epoch=1")
-    over += ["train.scheduler=step", "train.scheduler_gamma=0.5", "train.log_every=1"]
+    over = ["model.preset=bsrnn", "model.dim=8", "model.num_layers=1", "data.path=demo"]
+    over += ["data.segment_s=0.5", "train.batch_size=2", "train.threads=1", "memory.check=false"]
+    over += ["train.progress=false", f"train.out={out}", "train.epochs=3", "train.keep_best=0"]
+    over += ["train.limit_train_batches=2", "train.val_every=100", "train.log_every=1"]
+    over += ["train.scheduler_step_epochs=1", "train.scheduler_gamma=0.5"]
     res = run(config.load(overrides=over))
     assert res["steps"] == 6  # the discriminator's own steps do not count as training steps
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
     d_steps = {float(st["step"]) for st in ckpt["optimizer_states"][1]["state"].values()}
-    assert d_steps == {2.0}  # D stepped once per step of epoch 1 (steps 5 and 6), not before
-    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(5e-4)
-    rows = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    col = header.index("loss_disc")
-    assert any(r.split(",")[col] for r in rows[1:])  # logged once the GAN is on (epoch 1)
+    assert d_steps == {6.0 - res["disc_skipped_steps"]} and res["disc_skipped_steps"] < 6
+    for opt in ckpt["optimizer_states"]:  # generator and discriminator, epoch 2: 1e-3 * 0.5^2
+        assert opt["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
+    rows = list(csv.DictReader(open(out / "logs" / "csv" / "metrics.csv")))
+    steps = [r for r in rows if r.get("loss")]
+    assert [int(r["epoch"]) for r in steps] == [0, 0, 1, 1, 2, 2]
+    assert [bool(r["loss_adv"]) for r in steps] == [False] * 4 + [True] * 2
+    assert any(r["loss_disc"] for r in steps if int(r["epoch"]) == 0)  # D trains from the start
+    assert all(r["loss_ri"] and r["loss_mag"] for r in steps)
 
 
 def test_cli_errors_are_one_line(data, capsys):
@@ -171,6 +181,7 @@ def test_cli_errors_are_one_line(data, capsys):
 def test_unknown_choices_are_refused_with_the_valid_ones(data, tmp_path):
     for key, valid in (
         ("train.scheduler=linear", "none, step, cosine"),
+        ("train.complex_loss=l2", "plain, compressed"),
         ("train.precision=16-mixed", "32-true, bf16-mixed"),
         ("train.device=tpu", "auto, cpu, cuda, mps"),
     ):
