@@ -342,7 +342,7 @@ def _quiet(on: bool) -> None:
         ".*treespec, LeafSpec.*",
         ".*dataloader is not resumable.*",  # EpochSampler resumes mid-epoch by itself
         ".*when logging on epoch level in distributed.*",  # validation sums are reduced by hand
-        ".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*",  # idle discriminator
+        ".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*",  # D steps all skipped
     ):
         warnings.filterwarnings("ignore", message=msg)
     for name in ("lightning.pytorch", "lightning.fabric"):
