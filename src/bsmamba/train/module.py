@@ -273,8 +273,6 @@ class EnhancementModule(L.LightningModule):
         if disc is not None:
             # D's targets are the PESQ of this step's estimate (before the generator's update):
             # submitted now, they are scored in the pool while the generator steps.
-            if self._scorer is None:  # a fit that skipped on_fit_start (not via Trainer.fit)
-                self.on_fit_start()
             est_wav = self.model.frontend.istft(out.est_spec.detach(), clean.shape[-1])
             wavs = [w.detach().float().cpu().numpy() for w in (clean, est_wav, noisy)]
             pending = self._scorer.submit(
