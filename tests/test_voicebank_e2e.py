@@ -17,10 +17,10 @@ import vbmini
 
 LEVELS = ["2.5", "7.5", "12.5", "17.5"]  # the test SNRs of the release, from log_testset.txt
 
-# ---- TRAIN STEP (kept small on purpose). The training recipe is being rewritten on main; the
-# key that switches the adversarial (MetricGAN) phase on, from the first epoch, is as of this
-# writing `train.metricgan_from_epoch=0`. If it is renamed, change ADVERSARIAL only.
-ADVERSARIAL = ["train.metricgan_from_epoch=0"]
+# ---- TRAIN STEP (kept small on purpose). The discriminator trains from the first step by
+# default; `train.metricgan_adv_epoch=0` adds the generator's adversarial term from the first
+# epoch too (default: from epochs / 2). If it is renamed, change ADVERSARIAL only.
+ADVERSARIAL = ["train.metricgan_adv_epoch=0"]
 TINY = [
     "train.max_steps=2",
     "data.segment_s=0.5",
