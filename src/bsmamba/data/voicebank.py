@@ -105,9 +105,10 @@ class TrainSet:
     ``S = segment_s * 16000``. ``split="train"``: a random crop per access (torch's global RNG,
     so ``lightning.seed_everything`` and DataLoader worker seeding make it reproducible);
     utterances shorter than S are tiled (see :mod:`bsmamba.data.segments`).
-    ``split="valid"``: the held-out speakers, one fixed crop per utterance (from ``seed``).
+    ``split="valid"``: the held-out pairs, one fixed crop per utterance (from ``seed``).
     ``valid_speakers=None`` (or ``()``) means the dataset's own choice: the manifest's
-    ``valid_speakers`` (VoiceBank: p226, p287; demo set: cards).
+    ``valid_files`` (the demo set: held-out clips of the training speakers) or its
+    ``valid_speakers`` (VoiceBank: p226, p287).
     """
 
     def __init__(
@@ -123,17 +124,25 @@ class TrainSet:
         root = Path(root)
         pairs = _pairs(root, TRAIN_DIRS)
         present = sorted({speaker(n) for n, _, _ in pairs})
-        declared = tuple(read_manifest(root).get("valid_speakers") or VALID_SPEAKERS)
+        manifest = read_manifest(root)
+        declared = tuple(manifest.get("valid_speakers") or VALID_SPEAKERS)
         held = tuple(valid_speakers or declared)
-        if not set(held) & set(present) and tuple(held) == VALID_SPEAKERS:
-            held = declared  # the VoiceBank default on another dataset means "its default"
-        if not set(held) & set(present):
-            raise ValueError(
-                f"valid_speakers {list(held)} not found in {root / TRAIN_DIRS[0]}; "
-                f"speakers there: {', '.join(present)}"
-            )
-        keep = (lambda s: s in held) if split == "valid" else (lambda s: s not in held)
-        self.pairs = [p for p in pairs if keep(speaker(p[0]))]
+        default = not valid_speakers or (
+            tuple(held) == VALID_SPEAKERS and not set(held) & set(present)
+        )  # the VoiceBank default on another dataset means "its default"
+        files = set(manifest.get("valid_files") or ())
+        if default and files:  # the dataset declares validation clips, not speakers (demo)
+            held = ()
+            in_valid = lambda name: name in files  # noqa: E731
+        else:
+            held = declared if default else held
+            if not set(held) & set(present):
+                raise ValueError(
+                    f"valid_speakers {list(held)} not found in {root / TRAIN_DIRS[0]}; "
+                    f"speakers there: {', '.join(present)}"
+                )
+            in_valid = lambda name: speaker(name) in held  # noqa: E731
+        self.pairs = [p for p in pairs if in_valid(p[0]) == (split == "valid")]
         if not self.pairs:
             raise ValueError(f"split {split!r} of {root} is empty (valid_speakers={list(held)})")
         self.root, self.split, self.valid_speakers = root, split, held
