@@ -102,7 +102,8 @@ def _examples(doc: dict, study_dir: Path, emb: _Embedder) -> list[str]:
         "(middle) and the clean reference (bottom); log power, 32 ms frames, 80 dB range.</p>"
     )
     for name, entries in by_name.items():
-        at = f" (input SNR {snr[name]:.1f} dB)" if isinstance(snr.get(name), int | float) else ""
+        at = snr.get(name)
+        at = f" (measured input SNR {at:.1f} dB)" if isinstance(at, int | float) else ""
         rows = [_example_row("noisy input", _player(noisy_dir / name, emb))]
         for e in entries:
             img = emb.src(study_dir / e["png"])
