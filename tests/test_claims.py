@@ -54,6 +54,32 @@ def test_a_claimed_gain_is_judged_on_its_size_too():
     assert claims.ranking_verdict(wide, gain=0.3) == claims.HOLDS
 
 
+def test_pairs_needed_for_significance_give_the_stated_power():
+    # Paired differences with mean exactly 0.1 and sample std exactly 0.5.
+    z = np.random.default_rng(3).normal(size=30)
+    d = 0.1 + 0.5 * (z - z.mean()) / z.std(ddof=1)
+    base = np.linspace(1.5, 3.0, 30)
+    need = claims.paired_n_needed(_utts(base + d), _utts(base))
+    assert need["n"] == 30
+    assert need["mean_diff"] == pytest.approx(0.1) and need["sd_diff"] == pytest.approx(0.5)
+    # ((1.959964 + 0.841621) * 0.5 / 0.1)^2 = 196.2 -> 197 pairs
+    assert need["n_needed"] == 197
+    # The sign does not matter; a smaller spread needs fewer pairs.
+    assert claims.paired_n_needed(_utts(base), _utts(base + d))["n_needed"] == 197
+    tight = claims.paired_n_needed(_utts(base + 0.1 + 0.5 * (d - 0.1)), _utts(base))
+    assert tight["n_needed"] == 50  # (2.8016 * 0.25 / 0.1)^2 = 49.05 -> 50
+    # At that size a two-sided 5% test of the same effect rejects about 80% of the time.
+    rng = np.random.default_rng(4)
+    n = need["n_needed"]
+    sims = rng.normal(0.1, 0.5, size=(4000, n))
+    t = sims.mean(1) / (sims.std(1, ddof=1) / np.sqrt(n))
+    assert np.mean(np.abs(t) > 1.96) == pytest.approx(0.8, abs=0.03)
+    # Nothing to estimate from: no difference at all, or fewer than 2 pairs.
+    assert claims.paired_n_needed(_utts(base), _utts(base))["n_needed"] is None
+    assert claims.paired_n_needed(_utts(base[:1] + 1), _utts(base[:1]))["n_needed"] is None
+    assert claims.paired_n_needed({}, {})["n"] == 0
+
+
 def _results(params, demo=True, pesq=None, fits=None, decoders=None):
     systems = list(params)
     by = {}
@@ -148,3 +174,39 @@ def test_pesq_ranges_depend_on_the_data_and_rankings_use_the_bootstrap():
     chain = _find(vb, "abl3 ≥ abl2 ≥ abl1")
     assert chain["verdict"] == claims.NOT_SIGNIFICANT
     assert "95% CI" in _find(vb, "Ranking: abl2 ≥ abl1 (PESQ)")["measured"]
+    # Every ranking row says how many utterances its difference would need (80% power).
+    for row in (_find(vb, "Ranking: abl2 ≥ abl1 (PESQ)"), _find(vb, "Ranking: abl3 ≥ abl2 (PESQ)")):
+        need = row["n_needed"]
+        assert need == claims.paired_n_needed(*(per_utt[s] for s in row["claimed"].split(" ≥ ")))
+        assert f"about {need['n_needed']:,} utterances would make" in row["note"]
+    assert (
+        _find(vb, "Ranking: abl2 ≥ abl1 (PESQ)")["n_needed"]["n_needed"]
+        < 40
+        < (_find(vb, "Ranking: abl3 ≥ abl2 (PESQ)")["n_needed"]["n_needed"])
+    )
+
+
+def test_with_several_seeds_the_note_also_counts_seeds():
+    systems = ["abl1", "abl2"]
+    rng = np.random.default_rng(5)
+    base = rng.uniform(2.0, 3.0, 20)
+    # Three seeds; abl2's per-seed mean gain is 0.1, 0.2, 0.3 (sd 0.1 across seeds).
+    utts = {
+        "abl1": [{f"u{i}": {"pesq": v} for i, v in enumerate(base)} for _ in range(3)],
+        "abl2": [
+            {f"u{i}": {"pesq": v + g} for i, v in enumerate(base + rng.normal(0, 0.3, 20))}
+            for g in (0.1, 0.2, 0.3)
+        ],
+    }
+    res = _results(dict.fromkeys(systems, 2_000_000), demo=False)
+    res["seeds"] = [0, 1, 2]
+    row = _find(claims.check(res, utts, n_boot=100), "Ranking: abl2 ≥ abl1 (PESQ)")
+    seed_means = {
+        s: {i: np.mean([x["pesq"] for x in u.values()]) for i, u in enumerate(utts[s])}
+        for s in systems
+    }
+    k = claims.paired_n_needed(seed_means["abl2"], seed_means["abl1"])["n_needed"]
+    assert k is not None and f"(or about {k:,} seeds on this test set)" in row["note"]
+    res["seeds"] = [0]  # one seed: nothing to say about seeds
+    row = _find(claims.check(res, {s: u[:1] for s, u in utts.items()}, n_boot=100), "abl2 ≥ abl1")
+    assert "seeds on this test set" not in row["note"] and "utterances would make" in row["note"]

@@ -8,6 +8,8 @@ each row's note; they are ours, the plan gives none.
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,33 @@ def paired_bootstrap(
         "n": int(d.size),
         "n_boot": n_boot,
     }
+
+
+def paired_n_needed(
+    a: dict[str, float], b: dict[str, float], power: float = 0.8, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Pairs needed for a paired difference of the observed size to be significant.
+
+    ``a``, ``b``: ``{utterance (or seed): score}``, paired by key. With the observed mean ``m``
+    and sample std ``sd`` of ``a - b``, the normal-approximation size of a two-sided paired test
+    at level ``alpha`` with ``power``: ``n = ((z_{1-alpha/2} + z_{power}) * sd / |m|)^2``, rounded
+    up. Returns ``{n_needed, mean_diff, sd_diff, n, power, alpha}``; ``n_needed`` is None when it
+    cannot be estimated (fewer than 2 pairs, or no difference at all).
+    """
+    names = sorted(set(a) & set(b))
+    d = np.array([a[n] - b[n] for n in names], float)
+    d = d[np.isfinite(d)]
+    out = {"n_needed": None, "mean_diff": None, "sd_diff": None, "n": int(d.size)}
+    out.update(power=power, alpha=alpha)
+    if d.size < 2:
+        return out
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    out.update(mean_diff=mean, sd_diff=sd)
+    if mean == 0.0:
+        return out
+    z = NormalDist().inv_cdf
+    out["n_needed"] = max(2, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / abs(mean)) ** 2))
+    return out
 
 
 def ranking_verdict(ci: dict, gain: float = 0.0) -> str:
@@ -278,7 +307,9 @@ def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[d
         if ci["n"] < MIN_PAIRED:
             boot += f"; fewer than {MIN_PAIRED} utterances: no verdict beyond not significant"
         verdict = ranking_verdict(ci, gain)
-        return _row(claim, claimed, measured, verdict, f"{boot}{note}", bootstrap=ci)
+        need = paired_n_needed(pesq[a], pesq[b])
+        boot += _n_needed_note(need, "utterances", _seed_n_needed(utts, a, b, results))
+        return _row(claim, claimed, measured, verdict, f"{boot}{note}", bootstrap=ci, n_needed=need)
 
     rows = [
         compare("abl3", "abl2", "Ranking: abl3 ≥ abl2 (PESQ)", "abl3 ≥ abl2"),
@@ -315,3 +346,29 @@ def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[d
             ),
         )
     return [r for r in rows if r is not None]
+
+
+def _seed_n_needed(utts: dict[str, list], a: str, b: str, results: dict) -> dict | None:
+    """``paired_n_needed`` over seeds (per-seed mean PESQ), when every seed of both is scored."""
+    seeds = results.get("seeds", [])
+    if len(seeds) < 2 or not len(utts.get(a) or []) == len(utts.get(b) or []) == len(seeds):
+        return None
+
+    def per_seed(s: str) -> dict[int, float]:
+        return {i: float(np.nanmean([u[n]["pesq"] for n in u])) for i, u in enumerate(utts[s])}
+
+    return paired_n_needed(per_seed(a), per_seed(b))
+
+
+def _n_needed_note(need: dict, unit: str, seeds: dict | None = None) -> str:
+    """The note's sentence on how many pairs a difference of the observed size would need."""
+    pw = f"{need['power']:.0%} power, two-sided {need['alpha']:.0%}"
+    if need["n_needed"] is None:
+        if need["mean_diff"] == 0.0:
+            return f"; no difference between the {unit}: no number of them would show one"
+        return ""
+    text = f"; about {need['n_needed']:,} {unit}"
+    if seeds and seeds["n_needed"] is not None:
+        text += f" (or about {seeds['n_needed']:,} seeds on this test set)"
+    sd = f"sd of the paired difference {need['sd_diff']:.3f} over {need['n']} {unit}"
+    return text + f" would make a difference of this size significant ({pw}; {sd})"

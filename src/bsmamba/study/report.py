@@ -263,7 +263,7 @@ def _total_params(counts: dict) -> int | None:
 def build(study_dir: str | Path) -> dict:
     """Write ``report.md``, ``results.csv``, ``results.json`` (kind "study_results") and the plots
     and audio examples into ``study_dir``; return the results document."""
-    from bsmamba.study import claims, plots
+    from bsmamba.study import claims, html, plots
 
     sdir = Path(study_dir)
     results, utts = collect(sdir)
@@ -278,6 +278,7 @@ def build(study_dir: str | Path) -> dict:
     files.write_json(sdir / "results.json", doc)
     files.write_text(sdir / "results.csv", results_csv(doc))
     files.write_text(sdir / "report.md", markdown(doc))
+    html.write(doc, sdir)  # report.html: the same document, with the plots and audio embedded
     return doc
 
 
