@@ -8,6 +8,7 @@ with a noisy / enhanced / clean spectrogram PNG beside each.
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,14 @@ def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str
     return None
 
 
+def _noisy_validation_pesq(train_record: dict) -> list[float]:
+    """[the noisy validation inputs' PESQ] as the run recorded it in its history, or []."""
+    hist = (train_record.get("results") or {}).get("validation") or []
+    vals = [h.get("val_pesq_noisy") for h in hist if isinstance(h, dict)]
+    vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+    return vals[-1:]
+
+
 def figures(results: dict, study_dir: Path) -> list[str]:
     """Write the study's PNGs under ``study_dir/plots``; return their paths relative to it."""
     out = study_dir / "plots"
@@ -111,7 +120,7 @@ def figures(results: dict, study_dir: Path) -> list[str]:
             out / "pesq_vs_peak_memory.png",
         )
     )
-    curves = []
+    curves, noisy = [], []
     for s in results["systems"]:
         for seed in results["seeds"]:
             rdir = study_dir / s / f"s{seed}"
@@ -119,10 +128,14 @@ def figures(results: dict, study_dir: Path) -> list[str]:
             c = validation_curve(rdir, rec) if rec.get("status") == "done" else None
             if c and c[0]:
                 curves.append((f"{s}/s{seed}", *c))
+                noisy += _noisy_validation_pesq(rec) if c[2] == "val_pesq" else []
     if curves:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for label, x, y, _, _ in curves:
             ax.plot(x, y, marker="o", ms=3, label=label)
+        if noisy:  # every run validates on the same items: one line (their mean, if seeds differ)
+            level = sum(noisy) / len(noisy)
+            ax.axhline(level, color="k", ls="--", lw=1, label=f"noisy input ({level:.2f})")
         ax.set_xlabel("optimizer step" if curves[0][4] == "step" else curves[0][4])
         key = curves[0][3].replace("/", "_").replace("valid_", "val_")
         ax.set_ylabel({"val_pesq": "validation PESQ", "val_loss": "validation loss"}.get(key, key))

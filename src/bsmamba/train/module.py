@@ -151,6 +151,9 @@ class EnhancementModule(L.LightningModule):
         self.step_time_s_sum, self.step_count = 0.0, 0  # timing of steps after the first
         self._warm = False
         self.history: list[dict[str, float]] = []  # one row per validation
+        # PESQ of the unprocessed validation inputs (the same items and crops): measured once,
+        # the line a validation curve should rise above
+        self._noisy_pesq: float | None = None
 
     # ---- data ----------------------------------------------------------------------------------
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
@@ -374,8 +377,8 @@ class EnhancementModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         n = int(self.cfg.train.val_pesq_subset)
         self._pesq_budget = n if n > 0 else math.inf
-        # pesq sum, count, stoi sum, count, loss sum, count
-        self._val_sums = torch.zeros(6, dtype=torch.float64)
+        # pesq sum, count, stoi sum, count, loss sum, count, noisy-input pesq sum, count
+        self._val_sums = torch.zeros(8, dtype=torch.float64)
 
     def _loss(self, noisy: torch.Tensor, clean: torch.Tensor):
         t = self.cfg.train
@@ -394,7 +397,7 @@ class EnhancementModule(L.LightningModule):
         noisy, clean = batch
         out = self._loss(noisy, clean)
         b = noisy.shape[0]
-        self._val_sums[4:] += torch.tensor([float(out.total) * b, b])
+        self._val_sums[4:6] += torch.tensor([float(out.total) * b, b])
         k = int(min(b, self._pesq_budget))
         if k <= 0:
             return
@@ -402,20 +405,26 @@ class EnhancementModule(L.LightningModule):
         est = self.model.frontend.istft(out.est_spec[:k], clean.shape[-1])
         pesq, stoi = _scores(clean[:k], est, self.model.sample_rate)
         self._val_sums[:4] += torch.tensor([sum(pesq), len(pesq), sum(stoi), len(stoi)])
+        if self._noisy_pesq is None and not self.trainer.sanity_checking:
+            noisy_pesq, _ = _scores(clean[:k], noisy[:k], self.model.sample_rate, stoi=False)
+            self._val_sums[6:] += torch.tensor([sum(noisy_pesq), len(noisy_pesq)])
 
     def on_validation_epoch_end(self) -> None:
         # Summed by hand so that every rank logs the same keys even when PESQ refused every item.
         sums = self._val_sums.to(self.device)
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        p_sum, p_n, s_sum, s_n, l_sum, l_n = sums.tolist()
+        p_sum, p_n, s_sum, s_n, l_sum, l_n, np_sum, np_n = sums.tolist()
+        if self._noisy_pesq is None and np_n and not self.trainer.sanity_checking:
+            self._noisy_pesq = np_sum / np_n
         row = {
             "val_loss": l_sum / l_n if l_n else math.nan,
             "val_pesq": p_sum / p_n if p_n else math.nan,
             "val_stoi": s_sum / s_n if s_n else math.nan,
+            "val_pesq_noisy": math.nan if self._noisy_pesq is None else self._noisy_pesq,
         }
         for k, v in row.items():
-            self.log(k, v, prog_bar=k != "val_stoi")
+            self.log(k, v, prog_bar=k in ("val_loss", "val_pesq"))
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "step": self.global_step, **row})
 
@@ -456,13 +465,15 @@ class EnhancementModule(L.LightningModule):
         return self.step_time_s_sum / self.step_count if self.step_count else None
 
 
-def _scores(ref: torch.Tensor, est: torch.Tensor, fs: int) -> tuple[list[float], list[float]]:
+def _scores(
+    ref: torch.Tensor, est: torch.Tensor, fs: int, stoi: bool = True
+) -> tuple[list[float], list[float]]:
     """Real PESQ (WB at 16 kHz) and STOI per item; items PESQ refuses are left out."""
     from bsmamba.metrics import pesq as pesq_fn
     from bsmamba.metrics import stoi as stoi_fn
 
     ref_np, est_np = ref.detach().float().cpu().numpy(), est.detach().float().cpu().numpy()
-    pesq, stoi = [], []
+    pesq, stois = [], []
     for r, e in zip(ref_np, est_np, strict=True):
         try:
             p = float(pesq_fn(r, e, fs))
@@ -470,10 +481,12 @@ def _scores(ref: torch.Tensor, est: torch.Tensor, fs: int) -> tuple[list[float],
                 pesq.append(p)
         except Exception:  # silence / too short: the metric's own refusal, not a training error
             pass
+        if not stoi:
+            continue
         try:
             s = float(stoi_fn(r, e, fs))
             if math.isfinite(s):
-                stoi.append(s)
+                stois.append(s)
         except Exception:
             pass
-    return pesq, stoi
+    return pesq, stois
