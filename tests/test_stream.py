@@ -22,11 +22,16 @@ from bsmamba.train import checkpoint as ckpt_io
 SPEECH = Path(__file__).parent / "data" / "arctic_a0009.wav"  # CMU ARCTIC, 16 kHz, 3.1 s
 HOP = 128
 
-# tiny causal configurations: Mamba on both axes (the causal preset), and BSRNN's LSTM over
-# time with its BiLSTM across bands (a band pass lies inside one frame: causal in time)
+# tiny causal configurations: Mamba on both axes (the causal preset), BSRNN's LSTM over time
+# with its BiLSTM across bands (a band pass lies inside one frame: causal in time), and more
 CONFIGS = {
     "causal-mamba": ("causal", {"dim": 16, "num_layers": 1, "d_state": 4}),
     "bsrnn-layernorm": ("bsrnn", {"dim": 8, "num_layers": 1, "norm": "layernorm"}),
+    # the adaptive decoder (bands of one width, other hidden widths) and a layout without bands
+    "intra-adaptive": (
+        "causal",
+        {"dim": 8, "d_state": 4, "layout": "intra", "decoder": "adaptive"},
+    ),
 }
 
 
