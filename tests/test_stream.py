@@ -126,14 +126,18 @@ def test_latency_is_the_window_plus_one_hop_measured_from_an_impulse():
     assert waited.max() == latency
     # and no exact streamer could be much quicker: an impulse at sample q changes output samples
     # up to nearly `latency` before it (the decoder's look-ahead frame plus the STFT frame)
-    q = 2000
+    q = 16 * HOP - 1  # the last sample of a hop: the frames that hold it reach furthest back
     kick = x.copy()
     kick[q] += 1.0
     with torch.no_grad():
         diff = (model(torch.from_numpy(kick)[None]) - model(torch.from_numpy(x)[None]))[0]
-    reach = q - int(torch.nonzero(diff.abs() > 1e-6)[0])  # earliest output it changes
-    assert latency - HOP < reach < latency, reach
-    assert diff[: q - latency].abs().max() == 0  # nothing earlier depends on sample q
+    # bit-exact: frames without sample q compute the same. The earliest changes come through
+    # the windows' tails and are tiny, so the first one seen depends on rounding (632-635 seen)
+    reach = q - int(torch.nonzero(diff)[0])
+    assert latency - 32 < reach < latency, reach
+    # the streamer emitted that output sample as soon as sample q was in
+    n = q - reach
+    assert emitted_at[n] == q + 1
 
 
 def test_enhance_stream_cli_writes_what_offline_writes(tmp_path, speech):
