@@ -76,6 +76,16 @@ def test_chunk_by_chunk_equals_offline(name, speech):
         assert y.shape == (n,) and np.abs(y - offline).max() < 1e-5, n
 
 
+def test_in_float64_the_only_difference_is_rounding(speech):
+    model = _model("causal-mamba").double()
+    x = torch.from_numpy(speech[3000:7001]).double()
+    with torch.no_grad():
+        offline = model(x[None])[0]
+    for chunk in (3 * HOP, 77):
+        parts, rest = _stream(Streamer(model), x, chunk)
+        assert torch.cat([*parts, rest]).sub(offline).abs().max() < 1e-12
+
+
 def test_step_continues_a_sequence_exactly():
     torch.manual_seed(0)
     x = torch.randn(3, 11, 8, dtype=torch.float64)

@@ -74,9 +74,10 @@ def latency_samples(config: dict[str, Any]) -> int:
     return stft["n_fft"] + LOOKAHEAD * stft["hop_length"]
 
 
-def _full_window(frontend) -> torch.Tensor:
-    """The STFT window (n_fft,), a shorter one centred with zeros as ``torch.stft`` does."""
-    win = frontend._window(torch.zeros(()))
+def _full_window(frontend, like: torch.Tensor) -> torch.Tensor:
+    """The STFT window (n_fft,) in ``like``'s dtype and device, a shorter one centred with zeros
+    as ``torch.stft`` does."""
+    win = frontend._window(like)
     pad = (frontend.n_fft - frontend.win_length) // 2
     return nn.functional.pad(win, (pad, frontend.n_fft - frontend.win_length - pad))
 
@@ -128,7 +129,7 @@ class _BandGroups(nn.Module):
             }
             for name, t in buffers.items():
                 self.register_buffer(f"g{g}_{name}", t, persistent=False)
-        self.eps = encoder.norms[0].eps
+        self.eps = (encoder.norms[0].eps, decoder.mlps[0][0].eps)
 
     def encode(self, X: torch.Tensor) -> torch.Tensor:
         B, _, k = X.shape
@@ -136,7 +137,7 @@ class _BandGroups(nn.Module):
         out, t = [], self._buffers  # a dict lookup: Module.__getattr__ costs more, 30 times a step
         for g, ((w, _), _) in enumerate(self.groups):
             x = v[:, t[f"g{g}_idx"]].transpose(0, 1)  # (G, R, 2w)
-            x = torch.layer_norm(x, (2 * w,), None, None, self.eps)
+            x = nn.functional.layer_norm(x, (2 * w,), eps=self.eps[0])
             x = torch.addcmul(t[f"g{g}_enc_nb"], x, t[f"g{g}_enc_nw"])
             out.append(torch.baddbmm(t[f"g{g}_enc_b"], x, t[f"g{g}_enc_w"]))
         x = torch.cat(out)[self.band_order]  # (K, R, N)
@@ -148,7 +149,7 @@ class _BandGroups(nn.Module):
         out, t = [], self._buffers
         for g, ((w, _), bands) in enumerate(self.groups):
             h = x[t[f"g{g}_bands"]]  # (G, R, N)
-            h = torch.layer_norm(h, (N,), None, None, self.eps)
+            h = nn.functional.layer_norm(h, (N,), eps=self.eps[1])
             h = torch.addcmul(t[f"g{g}_dec_nb"], h, t[f"g{g}_dec_nw"])
             h = torch.baddbmm(t[f"g{g}_dec_b1"], h, t[f"g{g}_dec_w1"]).tanh_()
             h = nn.functional.glu(torch.baddbmm(t[f"g{g}_dec_b2"], h, t[f"g{g}_dec_w2"]))
@@ -177,7 +178,8 @@ class StreamCore(nn.Module):
         check_causal(model.config)
         self.model = model
         self.n_fft = model.frontend.n_fft
-        self.register_buffer("window", _full_window(model.frontend), persistent=False)
+        like = next(model.parameters()).detach()
+        self.register_buffer("window", _full_window(model.frontend, like), persistent=False)
         self.passes = [p for block in model.layout.blocks for p in block]
         self.bands = len(model.encoder.widths)
         # how many state tensors each time pass carries (Mamba: conv, ssm; LSTM: h, c)
