@@ -210,6 +210,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--chunk-s", type=float, default=10.0, help="chunk length (s)")
     parser.add_argument("--overlap-s", type=float, default=1.0, help="chunk overlap (s)")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="causal models: enhance chunk by chunk as live audio (bsmamba.stream)",
+    )
+    parser.add_argument(
+        "--stream-chunk",
+        type=int,
+        default=128,
+        help="with --stream: samples per chunk (default 128, one 8 ms hop)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -217,6 +228,14 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     enhancer = load(args.checkpoint, args.device, chunk_s=args.chunk_s, overlap_s=args.overlap_s)
     print(f"bsmamba enhance: {enhancer.checkpoint} on {enhancer.device}")
+    if args.stream:
+        from bsmamba import stream
+
+        enhancer = stream.streaming(enhancer, args.stream_chunk)
+        print(
+            f"  streaming in chunks of {args.stream_chunk} samples, algorithmic latency "
+            f"{stream.latency_samples(enhancer.model.config)} samples"
+        )
     s = enhance_path(enhancer, args.input, args.output, log=lambda m: print(f"  {m}"))
     rtf = f", RTF {s['rtf']:.3f}" if s["rtf"] is not None else ""
     print(

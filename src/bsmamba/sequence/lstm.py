@@ -19,3 +19,17 @@ class LSTMMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.lstm(x)[0])
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32):
+        """Zero states h, c (1, batch, 2*dim) for ``step``: where ``forward`` starts."""
+        h = torch.zeros(1, batch, self.lstm.hidden_size, device=device, dtype=dtype)
+        return h, h.clone()
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """The next L steps of a unidirectional sequence (streaming): x (B, L, dim), the LSTM
+        states h, c (1, B, 2*dim) after the previous steps (zeros at the start) -> (y (B, L,
+        dim), h, c). Chained calls equal ``forward`` on the whole sequence."""
+        if self.lstm.bidirectional:
+            raise ValueError("a bidirectional LSTM reads the future: it cannot step")
+        out, (h, c) = self.lstm(x, (h, c))
+        return self.proj(out), h, c

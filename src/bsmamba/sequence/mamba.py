@@ -7,6 +7,8 @@
     y -> out_proj -> (B, L, dim)
 
 The scan is causal, so the block is too. The scan backend is chosen by ``bsmamba.scan``.
+``step`` continues a sequence from carried states (streaming): the conv state holds the last
+d_conv - 1 inputs of the conv, the SSM state the h of the recurrence.
 """
 
 from __future__ import annotations
@@ -91,6 +93,34 @@ class Mamba(nn.Module):
             backend=self.scan_backend,
         )
         return self.out_proj(rearrange(y, "b d l -> b l d"))
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32):
+        """Zero states for ``step``: conv (batch, d_conv - 1, d_inner), ssm (batch, d_inner,
+        d_state): what ``forward`` starts from (the conv's zero padding, h_-1 = 0)."""
+        conv = torch.zeros(batch, self.d_conv - 1, self.d_inner, device=device, dtype=dtype)
+        return conv, torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype)
+
+    def step(self, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+        """The next L steps of a sequence: x (B, L, dim) and the states after the previous
+        steps -> (y (B, L, dim), conv, ssm). Chained calls equal ``forward`` on the whole
+        sequence (float rounding aside). The recurrence is the reference scan's, one step at a
+        time: h = exp(delta A) h + delta B u, y = (C h + D u) * SiLU(z)."""
+        L = x.shape[1]
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner)
+        xp = torch.cat([conv, xs], dim=1)  # the carried inputs first: (B, d_conv - 1 + L, d)
+        w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv); out_t = b + sum_j w_j xp_{t+j}
+        xc = self.conv1d.bias + sum(xp[:, j : j + L] * w[:, j] for j in range(self.d_conv))
+        xc = F.silu(xc)
+        dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))  # (B, L, d_inner)
+        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+        ys = []
+        for t in range(L):
+            h_in = (delta[:, t] * xc[:, t])[:, :, None] * Bm[:, t, None, :]  # (B, d, n)
+            ssm = torch.exp(delta[:, t, :, None] * A) * ssm + h_in
+            ys.append(torch.einsum("bdn,bn->bd", ssm, Cm[:, t]))
+        y = (torch.stack(ys, dim=1) + xc * self.D) * F.silu(z)
+        return self.out_proj(y), xp[:, L:], ssm
 
     def _hooked(self) -> bool:
         """Whether module hooks watch the submodules (MAC counting, tracers): the time-major
