@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+A file written here gets the permissions any other tool's new file gets (0666 less the umask:
+0644 under the usual 022), not the 0600 of the temp file it is written through.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600 whatever the umask
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -31,6 +36,20 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     finally:
         os.close(dfd)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux); else set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # another thread creating a file in between would see 022: harmless
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> Path:
