@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from bsmamba import config
@@ -18,16 +20,61 @@ def test_file_layer_sits_between_preset_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad, word",
+    "bad, message",
     [
-        ("train.batch_size=six", "batch_size"),
-        ("train.nope=1", "nope"),
-        ("model.preset=x", "preset"),
+        ("train.batch_size=six", "train.batch_size=six: not an integer, valid >= 1"),
+        ("train.batch_size=abc", "train.batch_size=abc: not an integer, valid >= 1"),
+        ("train.batch_size=0", "train.batch_size=0: out of range, valid >= 1"),
+        ("data.segment_s=nan", "data.segment_s=nan: not a finite number, valid > 0"),
+        ("data.segment_s=inf", "data.segment_s=inf: not a finite number, valid > 0"),
+        ("train.threads=-5", "train.threads=-5: out of range, valid >= 0"),
+        ("train.lr=-1", "train.lr=-1.0: out of range, valid > 0"),
+        ("train.lr=0", "train.lr=0.0: out of range, valid > 0"),
+        ("train.compress=1.5", "train.compress=1.5: out of range, valid in (0, 1]"),
+        ("study.seeds=0", "study.seeds=0: out of range, valid >= 1"),
+        ("train.progress=maybe", "train.progress=maybe: not true or false"),
+        ("train.nope=1", "train.nope: no such key in train"),
+        ("model.preset=x", "model.preset=x: unknown preset, valid bsrnn, modified"),
     ],
 )
-def test_bad_keys_and_values_are_errors_naming_them(bad, word):
-    with pytest.raises(ValueError, match=word):
+def test_bad_keys_and_values_are_one_line_naming_key_value_and_range(bad, message):
+    with pytest.raises(ValueError) as e:
         config.load(overrides=[bad])
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_a_bad_value_in_a_config_file_is_named_too(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  batch_size: abc\n")
+    with pytest.raises(ValueError, match=r"^train.batch_size=abc: not an integer, valid >= 1$"):
+        config.load(f)
+
+
+def test_every_default_and_preset_is_in_range():
+    from bsmamba.presets import PRESETS
+
+    for name in PRESETS:
+        config.load(overrides=[f"model.preset={name}"])  # raises if a default is out of range
+    cfg = config.load()
+    for key in config.RANGES:  # every key of the table exists: a renamed key is not skipped
+        assert config.OmegaConf.select(cfg, key) is not None, key
+
+
+@pytest.mark.parametrize(
+    "value, interval, inside",
+    [
+        (1, "[1, inf)", True),
+        (0.999, "[1, inf)", False),
+        (0, "(0, inf)", False),
+        (1e-9, "(0, inf)", True),
+        (1, "(0, 1]", True),
+        (math.nan, "[0, inf)", False),
+        (math.inf, "[0, inf)", False),
+        (4294967296, "[0, 4294967295]", False),
+    ],
+)
+def test_in_range(value, interval, inside):
+    assert config.in_range(value, interval) is inside
 
 
 def test_alias_flags_become_overrides():

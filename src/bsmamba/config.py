@@ -15,11 +15,13 @@ study (study runner). A section may grow keys; keys are never renamed silently.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: F401  (MISSING re-exported)
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 
 @dataclass
@@ -178,7 +180,7 @@ def _preset_args(name: str) -> dict[str, Any]:
     from bsmamba.presets import PRESETS  # late import: presets import nothing heavy either
 
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise ValueError(f"model.preset={name}: unknown preset, valid {', '.join(PRESETS)}")
     return dict(PRESETS[name], preset=name)
 
 
@@ -189,11 +191,12 @@ def load(
 ) -> DictConfig:
     """Resolve a config: defaults -> preset -> file -> overrides. Returns a typed DictConfig.
 
-    Raises ``ValueError`` naming the key for an unknown key or a value of the wrong type.
+    Raises ``ValueError`` (one line naming the key, its value and what is valid) for an unknown
+    key, a value of the wrong type or a value outside :data:`RANGES`, before any work starts.
     """
     overrides = list(overrides or [])
-    layers = [OmegaConf.load(file)] if file else []
     try:
+        layers = [OmegaConf.load(file)] if file else []
         layers.append(OmegaConf.from_dotlist(overrides))
         # First pass only to learn which preset is asked for.
         probe = OmegaConf.merge(OmegaConf.structured(schema), *layers)
@@ -201,11 +204,116 @@ def load(
         if "model" in base:
             base = OmegaConf.merge(base, {"model": _preset_args(probe.model.preset)})
         cfg = OmegaConf.merge(base, *layers)
-    except ValueError:
-        raise
-    except Exception as e:  # omegaconf's ValidationError / ConfigKeyError carry the key
-        raise ValueError(f"bad configuration: {e}".split("\n    full_key")[0]) from None
+    except OmegaConfBaseException as e:  # before ValueError: omegaconf's errors are ValueErrors
+        raise ValueError(_one_line(e, schema)) from None
     OmegaConf.set_readonly(cfg, False)
+    return validate(cfg)
+
+
+def _one_line(e: OmegaConfBaseException, schema: type) -> str:
+    """omegaconf's multi-line error as one line: the key, its value and what it should be."""
+    key = getattr(e, "full_key", None)
+    first = str(e).split("\n")[0]
+    if not key:
+        return f"bad configuration: {first}"
+    if isinstance(e, ConfigKeyError):
+        section = key.rsplit(".", 1)[0] if "." in key else "the top level"
+        return f"{key}: no such key in {section} (see --print-config for every key)"
+    value = getattr(e, "value", None)
+    try:  # the key's declared type, from the defaults
+        kind = type(OmegaConf.select(OmegaConf.structured(schema), key)).__name__
+    except Exception:
+        kind = ""
+    want = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+    want = want.get(kind, "a list like [a,b]" if kind == "ListConfig" else first)
+    return f"{key}={value}: not {want}" + (
+        f", valid {_describe(RANGES[key])}" if key in RANGES else ""
+    )
+
+
+# Valid values of numeric keys, checked right after resolution (before any work): intervals,
+# "[" / "]" inclusive, "(" / ")" exclusive. Floats must also be finite. Sections may add keys here.
+RANGES: dict[str, str] = {
+    "model.dim": "[1, inf)",
+    "model.num_layers": "[1, inf)",
+    "model.d_state": "[1, inf)",
+    "model.d_conv": "[1, inf)",
+    "model.expand": "[1, inf)",
+    "model.dt_rank": "[0, inf)",  # 0 = ceil(dim / 16)
+    "model.stft.sample_rate": "[1, inf)",
+    "model.stft.n_fft": "[2, inf)",
+    "model.stft.hop_length": "[1, inf)",
+    "model.stft.win_length": "[1, inf)",
+    "data.segment_s": "(0, inf)",
+    "data.num_workers": "[0, inf)",
+    "train.batch_size": "[1, inf)",
+    "train.grad_accumulate": "[1, inf)",
+    "train.lr": "(0, inf)",
+    "train.epochs": "[1, inf)",
+    "train.max_steps": "[-1, inf)",  # -1 = no limit
+    "train.max_time_s": "[0, inf)",  # 0 = no limit
+    "train.grad_clip": "(0, inf)",  # the norm is always clipped: 0 would zero every gradient
+    "train.seed": "[0, 4294967295]",  # numpy's seed range
+    "train.devices": "[1, inf)",
+    "train.threads": "[0, inf)",  # 0 = torch's default
+    "train.num_nodes": "[1, inf)",
+    "train.loss_ri_weight": "[0, inf)",
+    "train.loss_mag_weight": "[0, inf)",
+    "train.loss_wave_weight": "[0, inf)",
+    "train.compress": "(0, 1]",
+    "train.metricgan_from_epoch": "[-1, inf)",  # -1 = off
+    "train.metricgan_weight": "[0, inf)",
+    "train.disc_lr": "(0, inf)",
+    "train.scheduler_step_epochs": "[1, inf)",
+    "train.scheduler_gamma": "(0, 1]",
+    "train.max_nonfinite": "[0, inf)",
+    "train.val_every": "[1, inf)",
+    "train.val_pesq_subset": "[0, inf)",  # 0 = all
+    "train.limit_train_batches": "[0, inf)",  # 0 = all
+    "train.limit_val_batches": "[0, inf)",
+    "train.keep_best": "[0, inf)",
+    "train.ckpt_every_n_steps": "[1, inf)",
+    "train.log_every": "[1, inf)",
+    "memory.inject_oom_at_step": "[-1, inf)",
+    "memory.inject_oom_rank": "[-1, inf)",
+    "study.seeds": "[1, inf)",
+    "study.plan_batch_size": "[1, inf)",
+    "study.plan_segment_s": "(0, inf)",
+    "study.test_limit": "[0, inf)",  # 0 = the whole test set
+    "study.examples": "[0, inf)",
+    "study.bootstrap": "[100, inf)",  # fewer resamples give no usable 95 % interval
+    "study.jobs": "[1, inf)",
+}
+
+
+def _describe(interval: str) -> str:
+    """ "[1, inf)" -> ">= 1"; "(0, 1]" -> "in (0, 1]"."""
+    lo, hi = (v.strip() for v in interval[1:-1].split(","))
+    if hi == "inf":
+        return f"{'>=' if interval[0] == '[' else '>'} {lo}"
+    return f"in {interval}"
+
+
+def in_range(value: float, interval: str) -> bool:
+    """Whether ``value`` lies in ``interval`` ("[1, inf)", "(0, 1]", ...); NaN/Inf never do."""
+    if not math.isfinite(value):
+        return False
+    lo, hi = (float(v) for v in interval[1:-1].split(","))
+    above = value >= lo if interval[0] == "[" else value > lo
+    below = value <= hi if interval[-1] == "]" else value < hi
+    return above and below
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check every key of :data:`RANGES` that ``cfg`` has; raises ``ValueError`` naming the key,
+    its value and the valid range. Returns ``cfg``."""
+    for key, interval in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # not in this schema (or not numeric): nothing to check
+        if not in_range(value, interval):
+            what = "not a finite number" if not math.isfinite(value) else "out of range"
+            raise ValueError(f"{key}={value}: {what}, valid {_describe(interval)}")
     return cfg
 
 
