@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 import random
 
 import numpy as np
@@ -49,15 +50,26 @@ def test_load_refuses_what_it_cannot_trust(tmp_path):
     torch.save({"bsmamba": {"format_version": 99}}, tmp_path / "future.ckpt")
     with pytest.raises(ValueError, match="newer"):
         ckpt_io.load(tmp_path / "future.ckpt")
-    (tmp_path / "trunc.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match="cannot be read"):
-        ckpt_io.load(tmp_path / "trunc.ckpt")
+    good = ckpt_io.save_model(tmp_path / "good.ckpt", bsmamba.build_model("bsrnn", dim=8))
+    (tmp_path / "half.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(5000))
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "pickle.ckpt").write_bytes(pickle.dumps({"bsmamba": {}}))
     # a pickled object (here a datetime): weights_only refuses it
-    torch.save(
-        {"bsmamba": {"format_version": 1}, "x": datetime.date(2020, 1, 1)}, tmp_path / "p.ckpt"
-    )
-    with pytest.raises(ValueError, match="cannot be read"):
-        ckpt_io.load(tmp_path / "p.ckpt")
+    obj = {"bsmamba": {"format_version": 1}, "x": datetime.date(2020, 1, 1)}
+    torch.save(obj, tmp_path / "p.ckpt")
+    for name, why in {
+        "half.ckpt": "a damaged or truncated PyTorch file",
+        "random.ckpt": "not a PyTorch file",
+        "empty.ckpt": "not a PyTorch file",
+        "pickle.ckpt": "not a PyTorch file",
+        "p.ckpt": "holds Python objects besides tensors",
+    }.items():
+        with pytest.raises(ValueError) as e:
+            ckpt_io.load(tmp_path / name)
+        msg = str(e.value)
+        assert msg.startswith(f"{tmp_path / name} is not a bsmamba checkpoint") and why in msg
+        assert "\n" not in msg and "weights_only=False" not in msg and "False" not in msg
 
 
 def test_run_dir_resolves_to_its_best_checkpoint(tmp_path):

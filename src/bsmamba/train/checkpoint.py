@@ -15,8 +15,10 @@ import here: ``bsmamba.load`` and ``bsmamba enhance`` need only torch.
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,25 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    # torch.save writes a zip archive; anything else is not ours, and torch's own error for it
+    # is seven lines that end by suggesting weights_only=False (running code from the file).
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            zip_head = f.read(4) == b"PK\x03\x04"
+        what = "a damaged or truncated PyTorch file" if zip_head else "not a PyTorch file"
+        raise ValueError(f"{path} is not a bsmamba checkpoint ({what})")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} is not a bsmamba checkpoint: it holds Python objects besides tensors and "
+            "plain data, and bsmamba loads weights only (it never runs code from a file)"
+        ) from None
     except Exception as e:
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        reason = str(e).split("\n")[0].split(". ")[0]  # torch's first sentence, no advice
+        raise ValueError(
+            f"{path} is not a bsmamba checkpoint ({type(e).__name__}: {reason})"
+        ) from None
     meta = ckpt.get("bsmamba") if isinstance(ckpt, dict) else None
     if meta is None:
         raise ValueError(f"{path} is not a bsmamba checkpoint (no 'bsmamba' entry)")
