@@ -47,10 +47,11 @@ def run_dir(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or just report) the run of ``cfg``; returns the results.json content."""
+    config.validate(cfg)  # a config built in code gets the checks the command line gets
     out = run_dir(cfg)
     done = out / "results.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return _read_results(done)
     cfg = _validate(_reconcile(cfg, out))
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
@@ -89,6 +90,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             resume = "restarting from step 0" if event.get("restart") else "resuming"
             _say(cfg, f"{ladder.describe(event)}; {resume}")
             _write_ladder(out, events, cfg)
+
+
+def _read_results(path: Path) -> dict:
+    """A finished run's results.json; a damaged one is an error naming the file and the fix."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is damaged ({e}); move it aside and rerun: training continues from "
+            f"{path.parent / 'checkpoints' / ckpt_io.LAST} and writes it again"
+        ) from None
+
+
+def _check_resume(rd: Path, cfg: DictConfig) -> None:
+    """``--resume`` keeps the run's model: a flag or override that changes it is an error."""
+    saved = OmegaConf.load(rd / "config.yaml")
+    have = OmegaConf.to_container(saved.model, resolve=True) if "model" in saved else {}
+    want = config.model_kwargs(cfg)
+    diff = sorted(k for k in want if k in have and want[k] != have[k])
+    if diff:
+        asked = ", ".join(f"model.{k}={want[k]}" for k in diff)
+        raise ValueError(
+            f"{rd} is a run of {have.get('preset')}; a resumed run keeps its model, so {asked} "
+            "cannot apply: drop it, or start a new run (another train.out)"
+        )
 
 
 def _write_ladder(out: Path, events: list[dict], cfg: DictConfig) -> None:
@@ -407,16 +433,18 @@ def main(args: argparse.Namespace) -> int:
         if args.config is None:
             args.config = str(rd / "config.yaml")
         args.overrides = list(args.overrides or []) + [f"train.out={rd}"]
-        done = rd / "results.json"
-        if done.is_file() and not args.print_config and _rank() == 0:
-            # --resume on a finished run continues it (e.g. with a larger train.max_steps or
-            # train.epochs); the earlier results are kept beside the new ones.
-            steps = json.loads(done.read_text()).get("steps")
-            os.replace(done, rd / f"results-s{steps}.json")
     cfg = config.from_args(args)
     if args.print_config:
         print(config.to_yaml(cfg), end="")
         return 0
+    if args.resume:
+        _check_resume(rd, cfg)  # before the results below are moved: a refusal changes nothing
+        done = rd / "results.json"
+        if done.is_file() and _rank() == 0:
+            # --resume on a finished run continues it (e.g. with a larger train.max_steps or
+            # train.epochs); the earlier results are kept beside the new ones.
+            steps = _read_results(done).get("steps")
+            os.replace(done, rd / f"results-s{steps}.json")
     from bsmamba.train.module import NonFiniteLossError
 
     try:
