@@ -12,7 +12,7 @@ import torch
 
 import bsmamba
 from bsmamba import cli
-from bsmamba.enhance import Enhancer, enhance_path, load
+from bsmamba.enhance import MARKER, Enhancer, enhance_path, load, plan
 from bsmamba.train import checkpoint as ckpt_io
 
 SPEECH = Path(__file__).parent / "data" / "arctic_a0007.wav"  # CMU ARCTIC, 16 kHz, 3.1 s
@@ -98,6 +98,56 @@ def test_cli_file_to_file_and_errors(ckpt, noisy, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_enhancer_rejects_bad_chunking():
-    with pytest.raises(ValueError, match="overlap_s < chunk_s"):
-        Enhancer(bsmamba.build_model("bsrnn", dim=8, num_layers=1), chunk_s=1.0, overlap_s=1.0)
+@pytest.mark.parametrize(
+    "chunk_s, overlap_s, message",
+    [
+        (1.0, 1.0, "overlap_s=1.0: out of range, valid in [0, 0.5]"),
+        (0.01, 0.0, "chunk_s=0.01: out of range, valid >= 1"),
+        (float("nan"), 0.0, "chunk_s=nan: out of range"),
+        (2.0, -0.1, "overlap_s=-0.1: out of range"),
+    ],
+)
+def test_enhancer_rejects_bad_chunking(chunk_s, overlap_s, message):
+    model = bsmamba.build_model("bsrnn", dim=8, num_layers=1)
+    with pytest.raises(ValueError) as e:
+        Enhancer(model, chunk_s=chunk_s, overlap_s=overlap_s)
+    assert str(e.value).startswith(message)
+
+
+def _tree(root: Path, names) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / name, np.zeros(160, np.float32), 16000)
+    return root
+
+
+def test_plan_refuses_what_would_overwrite_or_clash(tmp_path):
+    src = _tree(tmp_path / "in", ["a.wav", "b.flac", "sub/c.wav"])
+    with pytest.raises(ValueError, match="is the input folder"):
+        plan(src, src)
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        plan(src / "a.wav", src / "a.wav")
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        plan(src / "a.wav", src)  # a folder as output: a.wav in it
+    with pytest.raises(ValueError, match="is a folder but the output .*a.wav is a file"):
+        plan(src, src / "a.wav")
+    _tree(src, ["b.wav"])
+    with pytest.raises(ValueError) as e:
+        plan(src, tmp_path / "out")
+    assert f"{src / 'b.flac'} and {src / 'b.wav'} would both be written to" in str(e.value)
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+def test_plan_leaves_out_output_folders_and_keeps_foreign_files(tmp_path):
+    src = _tree(tmp_path / "in", ["a.wav", "sub/c.wav"])
+    pairs, notes = plan(src, src / "enhanced")  # an output folder inside the input folder
+    assert [p.name for p, _ in pairs] == ["a.wav", "c.wav"]
+    _tree(src / "enhanced", ["a.wav"])
+    (src / "enhanced" / MARKER).write_text("{}")  # as enhance writes it
+    pairs, notes = plan(src, tmp_path / "elsewhere")  # the next run, to another folder
+    assert [p.name for p, _ in pairs] == ["a.wav", "c.wav"]
+    assert notes == [f"left out {src / 'enhanced'}: output of an earlier bsmamba enhance"]
+    foreign = _tree(tmp_path / "clean", ["a.wav"])  # someone's files, e.g. the clean references
+    with pytest.raises(ValueError, match="already holds .*a.wav, not written by bsmamba enhance"):
+        plan(src, foreign)
+    assert len(plan(src, src / "enhanced")[0]) == 2  # enhance's own folder may be rewritten

@@ -8,9 +8,10 @@ build configs use ``bsmamba.config.add_config_arguments`` so every key is overri
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
+
+from bsmamba import files
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,30 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         # User errors (bad input, a folder that cannot be written, a full disk): one clear line,
         # exit 2, no traceback. Commands write atomically, so what they finished is whole.
-        print(f"bsmamba {name}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"bsmamba {name}: error: {files.error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"bsmamba {name}: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
         return 130  # 128 + SIGINT, as shells report it
-
-
-_OS_HINTS = {
-    errno.ENOSPC: "the disk is full: free space or choose another output",
-    errno.EDQUOT: "the disk quota is used up: free space or choose another output",
-    errno.EROFS: "read-only file system: choose another output",
-    errno.EACCES: "permission denied: choose another output or fix its permissions",
-    errno.EPERM: "operation not permitted: choose another output or fix its permissions",
-    errno.EFBIG: "file too large for this file system or process limit",
-}
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception as one line: an OSError as 'file: what happened (the fix)'."""
-    if isinstance(e, OSError) and e.errno is not None:
-        where = e.filename if e.filename is not None else ""
-        what = _OS_HINTS.get(e.errno, e.strerror or str(e))
-        return f"{where}: {what}" if where else what
-    return " ".join(str(e).split("\n"))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bsmamba import files
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MIN_CHUNK_S = 1.0  # shortest chunk (seconds) the chunked path accepts
+MARKER = ".bsmamba-enhance.json"  # in an output folder: written by `bsmamba enhance`
 
 
 def _device(name: str) -> torch.device:
@@ -35,6 +40,21 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_chunking(chunk_s: float, overlap_s: float, names=("chunk_s", "overlap_s")) -> None:
+    """Raise ``ValueError`` (naming the key, its value and the valid range) for bad chunking.
+
+    A chunk of at least MIN_CHUNK_S overlapping its neighbour by at most half bounds the work
+    at about twice one pass; tiny chunks ran for minutes or gave NaN (too few STFT frames).
+    """
+    if not (math.isfinite(chunk_s) and chunk_s >= MIN_CHUNK_S):
+        raise ValueError(f"{names[0]}={chunk_s}: out of range, valid >= {MIN_CHUNK_S:g} (seconds)")
+    if not (math.isfinite(overlap_s) and 0 <= overlap_s <= chunk_s / 2):
+        raise ValueError(
+            f"{names[1]}={overlap_s}: out of range, valid in [0, {chunk_s / 2:g}] "
+            f"(seconds, at most half of {names[0]}={chunk_s:g})"
+        )
+
+
 class Enhancer:
     """An enhancer model ready for inference at its sample rate (16 kHz for every preset).
 
@@ -44,8 +64,7 @@ class Enhancer:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
                  chunk_s: float = 10.0, overlap_s: float = 1.0):  # fmt: skip
-        if not 0 <= overlap_s < chunk_s:
-            raise ValueError(f"need 0 <= overlap_s < chunk_s, got {overlap_s} and {chunk_s}")
+        check_chunking(chunk_s, overlap_s)
         self.device = _device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.sample_rate = int(model.sample_rate)
@@ -137,17 +156,89 @@ def load(ckpt_or_run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Enh
     return enhancer
 
 
-def _inputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: a file -> one pair; a folder -> every audio file below, mirrored."""
+def plan(src: str | Path, dst: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, output) pairs and notes, checked before any work; raises ``ValueError``.
+
+    A file -> one pair; a folder -> every audio file below it, mirrored into ``dst`` as .wav.
+    Refused: an output that is an input, two inputs with one output name (``a.wav``, ``a.flac``),
+    a folder into an existing file, and overwriting files of a folder ``enhance`` did not write.
+    Left out of the inputs: ``dst`` itself and folders an earlier ``enhance`` wrote (a marker
+    file says so), so an output folder inside the input folder is not enhanced again.
+    """
+    src, dst = Path(src), Path(dst)
+    notes: list[str] = []
     if src.is_file():
         out = dst / (src.stem + ".wav") if dst.is_dir() or not dst.suffix else dst
-        return [(src, out)]
-    if not src.is_dir():
+        pairs = [(src, out)]
+    elif not src.is_dir():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    if not found:
-        raise FileNotFoundError(f"{src}: no audio files ({', '.join(AUDIO_SUFFIXES)}) below it")
-    return [(p, dst / p.relative_to(src).with_suffix(".wav")) for p in found]
+    else:
+        if dst.is_file() or dst.suffix.lower() in AUDIO_SUFFIXES:
+            raise ValueError(
+                f"the input {src} is a folder but the output {dst} is "
+                f"{'a file' if dst.is_file() else 'named like a file'}; give an output folder"
+            )
+        if dst.resolve() == src.resolve():
+            raise ValueError(
+                f"the output folder {dst} is the input folder: the enhanced files would replace "
+                "the inputs; choose another output folder"
+            )
+        found, left_out = _audio_below(src, dst)
+        notes += [
+            f"left out {d}: " + ("the output folder" if d.resolve() == dst.resolve() else
+                                 "output of an earlier bsmamba enhance")
+            for d in left_out
+        ]  # fmt: skip
+        if not found:
+            raise FileNotFoundError(f"{src}: no audio files ({', '.join(AUDIO_SUFFIXES)}) below it")
+        pairs = [(p, dst / p.relative_to(src).with_suffix(".wav")) for p in found]
+    inputs = {p.resolve() for p, _ in pairs}
+    by_out: dict[Path, list[Path]] = {}
+    for inp, out in pairs:
+        if out.resolve() in inputs:
+            raise ValueError(
+                f"the output {out} would overwrite the input {inp}; choose another output"
+            )
+        by_out.setdefault(out, []).append(inp)
+    clashes = [(out, ins) for out, ins in by_out.items() if len(ins) > 1]
+    if clashes:
+        out, ins = clashes[0]
+        more = f" ({len(clashes)} names clash)" if len(clashes) > 1 else ""
+        raise ValueError(
+            f"{' and '.join(str(p) for p in ins)} would {'both' if len(ins) == 2 else 'all'} be "
+            f"written to {out}{more}; "
+            "rename one of them, or enhance them into different output folders"
+        )
+    if src.is_dir() and dst.is_dir() and not (dst / MARKER).is_file():
+        taken = [out for _, out in pairs if out.exists()]
+        if taken:
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            raise ValueError(
+                f"{dst} already holds {taken[0]}{more}, not written by bsmamba enhance; "
+                "choose a new or empty output folder"
+            )
+    return pairs, notes
+
+
+def _audio_below(src: Path, dst: Path) -> tuple[list[Path], list[Path]]:
+    """Audio files below ``src`` (sorted) and the folders left out: ``dst`` and marked ones."""
+    found, left_out = [], []
+    skip = dst.resolve()
+    for folder, subdirs, names in os.walk(src):
+        keep = []
+        for d in sorted(subdirs):
+            sub = Path(folder) / d
+            if sub.resolve() == skip or (sub / MARKER).is_file():
+                left_out.append(sub)
+            else:
+                keep.append(d)
+        subdirs[:] = keep  # os.walk descends only into these
+        found += [
+            Path(folder) / n
+            for n in names
+            if Path(n).suffix.lower() in AUDIO_SUFFIXES and (Path(folder) / n).is_file()
+        ]
+    return sorted(found), left_out
 
 
 def enhance_path(
@@ -159,19 +250,34 @@ def enhance_path(
 ) -> dict[str, Any]:
     """Enhance a file or a folder (recursively) into ``dst`` as 16 kHz wavs; returns a summary.
 
-    Unreadable files are reported in ``skipped`` and left out; resampling / downmixing notes are
-    in ``notes``. ``log`` (a callable taking a line) reports progress, e.g. ``print``.
+    Everything :func:`plan` refuses, and an output folder that cannot be written, raise before
+    any work. Unreadable or truncated files are reported in ``skipped`` and left out;
+    resampling / downmixing notes are in ``notes``. A write that fails (full disk) raises
+    ``OSError`` naming the file; the files written before it are complete (atomic writes) and
+    kept. ``log`` (a callable taking a line) reports progress, e.g. ``print``.
     """
     import soundfile as sf
 
     from bsmamba.data import audio
 
+    src, dst = Path(src), Path(dst)
+    pairs, plan_notes = plan(src, dst)
+    folder_out = src.is_dir()
+    files.check_writable(dst if folder_out else pairs[0][1].parent)
     enhancer = checkpoint if isinstance(checkpoint, Enhancer) else load(checkpoint, device)
-    pairs = _inputs(Path(src), Path(dst))
-    done, skipped, notes = [], [], []
+    if folder_out:  # says "written by enhance": a later run may overwrite it, not re-enhance it
+        files.write_json(dst / MARKER, {"written_by": "bsmamba enhance", "input": str(src),
+                                        "checkpoint": str(enhancer.checkpoint)})  # fmt: skip
+    done, skipped, notes = [], [], [{"file": str(src), "note": n} for n in plan_notes]
+    if log:
+        for n in plan_notes:
+            log(n)
     audio_s, t0 = 0.0, time.perf_counter()
     for inp, out in pairs:
         try:
+            truncated = audio._wav_truncated(inp)
+            if truncated:  # libsndfile would quietly read the part that is there
+                raise ValueError(f"{truncated}; re-copy or re-export the file")
             wav, rate = sf.read(str(inp), dtype="float32", always_2d=True)  # (S, C)
             y = enhancer.enhance(wav[:, 0] if wav.shape[1] == 1 else wav, rate)
         except Exception as e:  # a bad file is reported and skipped, the rest go on
@@ -179,7 +285,12 @@ def enhance_path(
             if log:
                 log(f"skipped {inp}: {e}")
             continue
-        audio.write(out, y, enhancer.sample_rate)
+        try:
+            audio.write(out, y, enhancer.sample_rate)
+        except OSError as e:  # full disk, ...: every later file would fail the same way
+            what = files.error_line(OSError(e.errno, e.strerror))
+            kept = f"the {len(done)} file(s) written before it are complete and kept"
+            raise OSError(e.errno, f"{what}; {kept}", str(out)) from None
         audio_s += len(y) / enhancer.sample_rate
         done.append(str(out))
         notes += [{"file": str(inp), "note": n} for n in enhancer.notes]
@@ -221,9 +332,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=128,
         help="with --stream: samples per chunk (default 128, one 8 ms hop)",
     )
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="exit 0 when some files were skipped (default: exit 1)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads < 0:
+        raise ValueError(
+            f"--threads={args.threads}: out of range, valid >= 0 (0 = torch's default)"
+        )
+    # Everything that can be refused is refused before the model is loaded.
+    check_chunking(args.chunk_s, args.overlap_s, ("--chunk-s", "--overlap-s"))
+    pairs, _ = plan(args.input, args.output)
+    files.check_writable(args.output if Path(args.input).is_dir() else pairs[0][1].parent)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     enhancer = load(args.checkpoint, args.device, chunk_s=args.chunk_s, overlap_s=args.overlap_s)
@@ -242,4 +363,5 @@ def main(args: argparse.Namespace) -> int:
         f"bsmamba enhance: {s['files']} file(s), {s['audio_s']:.1f} s of audio in "
         f"{s['wall_s']:.1f} s{rtf}; {len(s['skipped'])} skipped"
     )
-    return 1 if s["skipped"] and not s["files"] else 0
+    # 1: some inputs were not enhanced (named above); 0 with --allow-partial if any were.
+    return 1 if s["skipped"] and not (args.allow_partial and s["files"]) else 0
