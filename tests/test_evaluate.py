@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from bsmamba import cli, metrics, schema
-from bsmamba.evaluate import evaluate_dirs
+from bsmamba.evaluate import evaluate_dirs, table
 
 DATA = Path(__file__).parent / "data"
 FS = 16000
@@ -136,9 +136,41 @@ def test_resample_on_request(tree, tmp_path):
 def test_cli(tree, tmp_path, capsys):
     args = ["evaluate", "--clean", str(tree / "clean_testset_wav"), "--enhanced"]
     rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--workers", "0"])
-    out = capsys.readouterr().out
-    assert rc == 0 and "PESQ" in out and "CSIG" in out and "p257_stereo.wav" in out
-    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--json", "--workers", "0"])
+    captured = capsys.readouterr()
+    assert "PESQ" in captured.out and "CSIG" in captured.out and "p257_stereo.wav" in captured.out
+    assert rc == 1 and "9 of 12 pair(s) not fully scored" in captured.err  # 8 failed, 1 partial
+    rc = cli.main([*args, str(tree / "enh"), "--out", str(tmp_path), "--json", "--workers", "0",
+                   "--allow-partial"])  # fmt: skip
     assert rc == 0 and json.loads(capsys.readouterr().out)["pairs"] == 12
     rc = cli.main([*args, str(tmp_path / "nowhere")])
     assert rc == 2 and "nowhere" in capsys.readouterr().err
+
+
+def test_noisy_twins_subfolders_and_loud_samples(tmp_path):
+    """A bad or missing noisy twin costs only the noisy scores, by name; subfolders are paired;
+    float samples beyond +-1 are scored with a note; a silent output is 'no speech'."""
+    speech = sf.read(DATA / "arctic_a0007.wav", dtype="float32")[0][:24000]
+    noise = 0.05 * np.random.default_rng(0).standard_normal(24000).astype("float32")
+    c, e, n = (tmp_path / d for d in ("clean", "enh", "noisy"))
+    for name in ("a.wav", "b.wav", "spk/c.wav", "loud.wav", "silent.wav"):
+        for d, wav in ((c, speech), (e, speech + 0.3 * noise), (n, speech + noise)):
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(d / name, wav, FS, "FLOAT")
+    (n / "a.wav").write_bytes(b"")  # an empty noisy twin
+    (n / "b.wav").unlink()  # a missing one
+    sf.write(e / "loud.wav", 1.8 * speech / np.abs(speech).max(), FS, "FLOAT")
+    sf.write(e / "silent.wav", np.zeros(24000, "float32"), FS)
+    s = evaluate_dirs(c, e, n, tmp_path / "out", workers=0)
+    rows = {r["file"]: r for r in csv.DictReader((tmp_path / "out/per_utterance.csv").open())}
+    assert sorted(rows) == ["a.wav", "b.wav", "loud.wav", "silent.wav", "spk/c.wav"]
+    assert s["pairs"] == 5 and s["failed"] == 0 and s["partial"] == 3  # a, b, silent
+    for name, why in (("a.wav", f"{n / 'a.wav'}: empty file"), ("b.wav", "no noisy twin")):
+        assert rows[name]["status"] == "partial" and why in rows[name]["error"], rows[name]
+        assert float(rows[name]["pesq"]) > 1 and rows[name]["noisy_pesq"] == ""  # score kept
+    assert rows["spk/c.wav"]["status"] == "ok" and float(rows["spk/c.wav"]["noisy_pesq"]) > 1
+    assert "samples beyond ±1 (peak 1.8)" in rows["loud.wav"]["note"]
+    assert rows["loud.wav"]["status"] == "ok" and s["notes"][0]["file"] == "loud.wav"
+    silent = rows["silent.wav"]
+    assert "PESQ found no speech" in silent["error"] and "NaN to integer" not in silent["error"]
+    assert s["metrics"]["enhanced"]["pesq"]["failures"] == 1  # counted, not quietly dropped
+    assert "(1 failed)" in table(s)

@@ -27,7 +27,7 @@ from bsmamba import files
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_CHUNK_S = 1.0  # shortest chunk (seconds) the chunked path accepts
-MARKER = ".bsmamba-enhance.json"  # in an output folder: written by `bsmamba enhance`
+MARKER = files.ENHANCED_MARKER  # in an output folder: written by `bsmamba enhance`
 
 
 def _device(name: str) -> torch.device:

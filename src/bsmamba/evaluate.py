@@ -1,9 +1,14 @@
 """Score folders of enhanced audio: ``bsmamba evaluate --clean DIR --enhanced DIR [--noisy DIR]``.
 
-Files are paired by name. Each pair is scored in a worker process (PESQ, CSIG, CBAK, COVL, SSNR,
-STOI, SI-SDR; see :mod:`bsmamba.metrics`); a bad pair (unreadable file, wrong rate, length
-mismatch, missing twin, silence PESQ rejects) is reported by name and counted, and the run goes
-on. Outputs in ``--out`` (default ``<enhanced>/evaluation``):
+Files are paired by their path below each folder (``a.wav``, ``spk1/b.wav``: subfolders, which
+``enhance`` mirrors, are searched too). Each pair is scored in a worker process (PESQ, CSIG, CBAK,
+COVL, SSNR, STOI, SI-SDR; see :mod:`bsmamba.metrics`); a bad pair (unreadable file, wrong rate,
+length mismatch, missing twin, a silent file PESQ finds no speech in) is reported by name and
+counted, and the run goes on. A bad or missing noisy twin costs only the noisy scores. The
+output folder is checked before any scoring; if the scores cannot be written after all, the table
+is printed and they are written to a temp folder instead. Exit status: 0 when every pair scored
+fully, 1 when any did not (0 with ``--allow-partial`` if some did), 2 for unusable arguments.
+Outputs in ``--out`` (default ``<enhanced>/evaluation``):
 
     per_utterance.csv   one row per file: status, SNR if known, every metric (noisy_* too)
     summary.json        schema kind "evaluation": mean/std/count/failures per metric,
@@ -36,7 +41,7 @@ from bsmamba.schema import METRIC_KEYS
 
 def _score_pair(job: dict) -> dict:
     """Score one name (runs in a worker). Never raises: problems become ``error`` strings."""
-    row: dict[str, Any] = {"file": job["name"], "status": "ok", "error": ""}
+    row: dict[str, Any] = {"file": job["name"], "status": "ok", "error": "", "note": ""}
     fs, rs = job["fs"], job["resample"]
     try:
         if job["clean"] is None:
@@ -49,32 +54,68 @@ def _score_pair(job: dict) -> dict:
             raise ValueError(
                 f"{job['enhanced']}: {len(enhanced)} samples, its clean twin {len(clean)}"
             )
-        noisy = None
-        if job["noisy"] is not None:
-            noisy = audio.read(job["noisy"], fs, resample=rs)
-            if len(noisy) != len(clean):
-                raise ValueError(f"{job['noisy']}: {len(noisy)} samples, clean {len(clean)}")
     except (OSError, ValueError) as e:
         row.update(status="error", error=str(e))
         return row
+    problems, notes = [], [_loud(job["clean"], clean), _loud(job["enhanced"], enhanced)]
     errors: dict[str, str] = {}
     row.update(metrics.score(clean, enhanced, fs, job["convention"], errors=errors))
-    if noisy is not None:
-        noisy_errors: dict[str, str] = {}
-        base = metrics.score(clean, noisy, fs, job["convention"], errors=noisy_errors)
-        row.update({f"noisy_{k}": v for k, v in base.items()})
     if errors:
-        row["status"] = "partial"
-        row["error"] = f"{job['enhanced']}: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
+        problems.append(f"{job['enhanced']}: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    if job["with_noisy"]:  # the noisy input is the baseline: its problems cost only its scores
+        row.update({f"noisy_{k}": math.nan for k in METRIC_KEYS})
+        try:
+            if job["noisy"] is None:
+                raise FileNotFoundError(f"{job['enhanced']}: no noisy twin in the --noisy folder")
+            noisy = audio.read(job["noisy"], fs, resample=rs)
+            if len(noisy) != len(clean):
+                raise ValueError(f"{job['noisy']}: {len(noisy)} samples, clean {len(clean)}")
+        except (OSError, ValueError) as e:
+            problems.append(str(e))
+        else:
+            notes.append(_loud(job["noisy"], noisy))
+            noisy_errors: dict[str, str] = {}
+            base = metrics.score(clean, noisy, fs, job["convention"], errors=noisy_errors)
+            row.update({f"noisy_{k}": v for k, v in base.items()})
+            if noisy_errors:
+                problems.append(
+                    f"{job['noisy']}: " + "; ".join(f"{k}: {v}" for k, v in noisy_errors.items())
+                )
+    if problems:
+        row.update(status="partial", error=" | ".join(problems))
+    row["note"] = " | ".join(n for n in notes if n)
     return row
 
 
-def _wavs(folder: Path | None) -> dict[str, Path]:
+def _loud(path: str, wav: np.ndarray) -> str:
+    """A note for float samples beyond +-1 (scored as they are; a 16-bit file cannot hold them)."""
+    peak = float(np.max(np.abs(wav)))
+    return f"{path}: samples beyond ±1 (peak {peak:.3g}), scored as they are" if peak > 1 else ""
+
+
+def _wavs(folder: Path | None, leave_out: Path | None = None) -> dict[str, Path]:
+    """Relative posix path -> file of every .wav below ``folder``.
+
+    Left out: ``leave_out`` (the output folder) and subfolders ``enhance`` wrote into.
+    """
     if folder is None:
         return {}
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    return {p.name: p for p in sorted(folder.glob("*.wav"))}
+    skip = leave_out.resolve() if leave_out is not None else None
+    out = {}
+    for root, subdirs, names in os.walk(folder):
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if (Path(root) / d).resolve() != skip
+            and not (Path(root) / d / files.ENHANCED_MARKER).is_file()
+        )
+        for n in names:
+            if n.lower().endswith(".wav") and not n.startswith("."):
+                p = Path(root) / n
+                out[p.relative_to(folder).as_posix()] = p
+    return dict(sorted(out.items()))
 
 
 def _snrs(*folders: Path | None) -> dict[str, float]:
@@ -127,9 +168,13 @@ def evaluate_dirs(
         )
     clean_dir, enhanced_dir = Path(clean_dir), Path(enhanced_dir)
     noisy_dir = Path(noisy_dir) if noisy_dir else None
-    clean, enhanced, noisy = _wavs(clean_dir), _wavs(enhanced_dir), _wavs(noisy_dir)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    clean, noisy = _wavs(clean_dir, out_dir), _wavs(noisy_dir, out_dir)
+    enhanced = _wavs(enhanced_dir, out_dir)
     if not enhanced:
         raise FileNotFoundError(f"{enhanced_dir}: no .wav files to evaluate")
+    if out_dir is not None:  # before the scoring, not after it: the scores would be lost
+        files.check_writable(out_dir)
     names = sorted(set(clean) | set(enhanced))
     jobs = [
         {
@@ -137,6 +182,7 @@ def evaluate_dirs(
             "clean": str(clean[n]) if n in clean else None,
             "enhanced": str(enhanced[n]) if n in enhanced else None,
             "noisy": str(noisy[n]) if n in noisy else None,
+            "with_noisy": noisy_dir is not None,
             "fs": sample_rate,
             "resample": resample,
             "convention": convention,
@@ -161,6 +207,7 @@ def evaluate_dirs(
         stats["noisy"] = _summarise(ok, "noisy_")
     problems = [{"file": r["file"], "status": r["status"], "error": r["error"]} for r in rows]
     problems = [p for p in problems if p["error"]]
+    notes = [{"file": r["file"], "note": r["note"]} for r in rows if r.get("note")]
     summary = schema.document(
         "evaluation",
         clean_dir=str(clean_dir),
@@ -173,17 +220,37 @@ def evaluate_dirs(
         pairs=len(rows),
         scored=len(ok),
         failed=len(rows) - len(ok),
+        partial=sum(r["status"] == "partial" for r in rows),
         elapsed_s=round(elapsed, 3),
         workers=workers,
         metrics=stats,
         by_snr=by_snr,
         problems=problems,
+        notes=notes,
     )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        files.write_text(out_dir / "per_utterance.csv", _csv(rows, bool(noisy_dir)))
-        files.write_json(out_dir / "summary.json", summary)
+        write_outputs(out_dir, rows, summary)
     return summary
+
+
+class NotWritten(OSError):
+    """The scores were computed but could not be written; ``summary`` and ``rows`` hold them."""
+
+    def __init__(self, e: OSError, summary: dict, rows: list[dict]):
+        super().__init__(e.errno, e.strerror, e.filename)
+        self.summary, self.rows = summary, rows
+
+
+def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
+    """per_utterance.csv and summary.json into ``out_dir``; :class:`NotWritten` if that fails."""
+    out_dir = Path(out_dir)
+    try:
+        files.write_text(
+            out_dir / "per_utterance.csv", _csv(rows, summary["noisy_dir"] is not None)
+        )
+        files.write_json(out_dir / "summary.json", summary)
+    except OSError as e:
+        raise NotWritten(e, summary, rows) from None
 
 
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -236,7 +303,7 @@ def _run(jobs: list[dict], workers: int, progress: bool, threads: int = 1) -> li
 def _csv(rows: list[dict], with_noisy: bool) -> str:
     cols = ["file", "status", "snr_db", *METRIC_KEYS]
     cols += [f"noisy_{k}" for k in METRIC_KEYS] if with_noisy else []
-    cols.append("error")
+    cols += ["error", "note"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -267,7 +334,7 @@ def table(summary: dict) -> str:
         for name, stats in part.items():
             if name != "count":
                 t.add_row(f"{name} @ {level} dB", *(_cell(stats[k], k) for k in METRIC_KEYS))
-    console = Console(file=io.StringIO(), width=140, force_terminal=False)
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)  # no wrapped cells
     console.print(t)
     lines = [console.file.getvalue().rstrip()]
     lines.append(
@@ -278,6 +345,10 @@ def table(summary: dict) -> str:
         lines.append(f"  {p['status']}: {p['error']}")
     if len(summary["problems"]) > 20:
         lines.append(f"  ... {len(summary['problems']) - 20} more in per_utterance.csv")
+    for n in summary.get("notes", [])[:5]:
+        lines.append(f"  note: {n['note']}")
+    if len(summary.get("notes", [])) > 5:
+        lines.append(f"  ... {len(summary['notes']) - 5} more notes in per_utterance.csv")
     return "\n".join(lines)
 
 
@@ -310,26 +381,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
                         help="accepted like train/enhance; metrics run on the CPU")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary JSON")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="exit 0 when some pairs failed, others scored (else 1)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
+    for flag in ("workers", "threads"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag}={getattr(args, flag)}: out of range, valid >= 0")
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
-    summary = evaluate_dirs(
-        args.clean,
-        args.enhanced,
-        args.noisy,
-        out,
-        workers=args.workers,
-        sample_rate=args.sample_rate,
-        resample=args.resample,
-        convention=args.convention,
-        progress=not args.json and sys.stderr.isatty(),
-        threads=max(1, args.threads),
-    )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(table(summary))
+    lost = None
+    try:
+        summary = evaluate_dirs(
+            args.clean,
+            args.enhanced,
+            args.noisy,
+            out,
+            workers=args.workers,
+            sample_rate=args.sample_rate,
+            resample=args.resample,
+            convention=args.convention,
+            progress=not args.json and sys.stderr.isatty(),
+            threads=max(1, args.threads),
+        )
+    except NotWritten as e:  # computed, then the disk filled up or went away: keep the scores
+        summary, lost = e.summary, e
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if lost is not None:
+        import tempfile
+
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="bsmamba-evaluate-"))
+            write_outputs(rescue, lost.rows, summary)
+            where = f"the scores are in {rescue} instead"
+        except OSError:
+            where = "nor anywhere else: the table above is all that is left"
+        print(f"bsmamba evaluate: error: could not write {files.error_line(lost)}; {where}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.json:
         print(f"wrote {out / 'per_utterance.csv'} and {out / 'summary.json'} "
               f"({summary['elapsed_s']:.1f} s)")  # fmt: skip
-    return 0 if summary["scored"] else 1
+    incomplete = summary["failed"] + summary["partial"]
+    if incomplete:
+        print(f"bsmamba evaluate: {incomplete} of {summary['pairs']} pair(s) not fully scored "
+              "(named above)", file=sys.stderr)  # fmt: skip
+    return 1 if incomplete and not (args.allow_partial and summary["scored"]) else 0

@@ -116,6 +116,10 @@ _OS_HINTS = {
 }
 
 
+# In an output folder: written by `bsmamba enhance` (so it may be rewritten, never re-read as input)
+ENHANCED_MARKER = ".bsmamba-enhance.json"
+
+
 def error_line(e: BaseException) -> str:
     """An exception as one line; an OSError as ``file: what happened (the fix)``."""
     if isinstance(e, OSError) and e.errno is not None:

@@ -76,10 +76,19 @@ def pesq(ref, deg, fs: int = 16000, raw: bool = False) -> float:
     ref, deg = _as_pair(ref, deg, lengths="any")
     if fs not in (8000, 16000):
         raise MetricError(f"PESQ needs 8000 or 16000 Hz, got {fs}")
+    # P.862 finds no utterance in silence; the C code then fails with "No utterances detected"
+    # (reference) or "cannot convert float NaN to integer" (degraded). Say what happened.
+    for name, x in (("reference", ref), ("degraded (enhanced) signal", deg)):
+        if not np.any(x):
+            raise MetricError(f"PESQ found no speech: the {name} is silent (all zeros)")
     try:
         with np.errstate(all="ignore"):
             mos = float(_pesq(fs, ref, deg, "wb" if fs == 16000 else "nb"))
     except Exception as e:  # the C code raises several types, some of them plain ValueError
+        if "No utterances" in str(e):
+            raise MetricError("PESQ found no speech in the reference") from None
+        if "NaN" in str(e):
+            raise MetricError("PESQ found no speech in the degraded (enhanced) signal") from None
         raise MetricError(f"PESQ failed: {type(e).__name__}: {e}".strip(": ")) from None
     if raw and fs == 8000:
         return _p862_1_inverse(mos)
@@ -314,7 +323,7 @@ def score(ref, deg, fs: int = 16000, convention: str = "matlab", errors: dict | 
         inner = None if "pesq" in msgs else (_p862_1_inverse(mos) if fs == 8000 else mos)
         if inner is None:
             for k in ("csig", "cbak", "covl"):
-                msgs[k] = "needs PESQ: " + msgs["pesq"]
+                msgs[k] = "needs PESQ"  # the reason is pesq's message, once
         parts = {
             "stoi": lambda: stoi(ref, deg, fs),
             "si_sdr": lambda: si_sdr(ref, deg),
