@@ -7,6 +7,7 @@ aggregate the report prints can be recomputed here from the same inputs (two see
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -201,3 +202,93 @@ def test_report_command(study, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "study.json" in bad.stderr
+
+
+def _copy(study, tmp_path):
+    sdir = tmp_path / "study"
+    shutil.copytree(study[0], sdir)
+    return sdir
+
+
+def _report(sdir):
+    return subprocess.run(
+        [sys.executable, "-m", "bsmamba.cli", "report", str(sdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_damaged_record_is_named_and_never_averaged(study, tmp_path):
+    sdir, _, truth = study[0], study[1], study[2]
+    sdir = _copy(study, tmp_path)
+    csv_path = sdir / "bsrnn" / "s0" / "eval" / "scores.csv"
+    text = csv_path.read_text()
+    csv_path.write_text(text[: len(text) * 2 // 3])  # cut off mid-row, as a full disk would
+    (sdir / "abl3" / "s1" / "stages" / "train.json").write_text('{"status": "do')
+    out = _report(sdir)
+    assert out.returncode == 1
+    damaged = [ln for ln in out.stderr.splitlines() if "damaged, not used" in ln]
+    assert len(damaged) == 2
+    assert f"{csv_path}: the last line is cut off" in out.stderr
+    assert f"delete {sdir / 'bsrnn' / 's0' / 'stages' / 'evaluate.json'} and rerun" in out.stderr
+    assert f"{sdir / 'abl3' / 's1' / 'stages' / 'train.json'}: damaged record" in out.stderr
+    doc = json.loads((sdir / "results.json").read_text())
+    assert doc["by_system"]["bsrnn"]["stages"]["by_seed"]["0"]["evaluate"] == "damaged"
+    assert doc["by_system"]["abl3"]["stages"]["by_seed"]["1"]["train"] == "damaged"
+    # bsrnn's mean is seed 1's alone: the damaged seed's rows are not in it
+    want = np.mean([truth["bsrnn"][1][n]["pesq"] for n in NAMES])
+    assert doc["by_system"]["bsrnn"]["metrics"]["pesq"]["mean"] == pytest.approx(want)
+    assert doc["by_system"]["bsrnn"]["seeds_scored"] == 1
+    assert "### Damaged records (not used)" in (sdir / "report.md").read_text()
+
+
+def _edit_row(text: str, i: int, fn) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[i] = fn(lines[i].rstrip("\r\n").split(",")) + "\n"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda t: "".join(t.splitlines(keepends=True)[:-1]), "5 rows, its stage record says 6"),
+        (
+            lambda t: _edit_row(t, 2, lambda c: ",".join([c[0], "abc", *c[2:]])),
+            "line 3: pesq='abc'",
+        ),
+        (lambda t: _edit_row(t, 2, lambda c: ",".join([*c, "9"])), "line 3 has 9 fields"),
+        (lambda t: t + t.splitlines(keepends=True)[1], "line 8 repeats spk_000.wav"),
+        (lambda t: _edit_row(t, 2, lambda c: ",".join([c[0], "", *c[2:]])), "5 pesq values, its"),
+    ],
+    ids=["row missing", "not a number", "extra field", "repeated", "blanked cell"],
+)
+def test_per_utterance_rows_are_checked_against_the_stage_record(study, tmp_path, damage, words):
+    sdir = _copy(study, tmp_path)
+    rec_path = sdir / "abl3" / "s0" / "stages" / "evaluate.json"
+    rec = json.loads(rec_path.read_text())
+    counts = {k: {"count": len(NAMES)} for k in schema.METRIC_KEYS}
+    rec["summary"] = {"pairs": len(NAMES), "metrics": {"enhanced": counts}}
+    rec_path.write_text(json.dumps(rec))
+    csv_path = sdir / "abl3" / "s0" / "eval" / "scores.csv"
+    assert len(report.read_utterances(csv_path, rec)) == len(NAMES)  # whole: it passes
+    csv_path.write_text(damage(csv_path.read_text()))
+    with pytest.raises(report.DamagedRecord, match=words) as e:
+        report.read_utterances(csv_path, rec)
+    assert str(csv_path) in str(e.value)
+    doc = report.build(sdir)
+    assert doc["by_system"]["abl3"]["seeds_scored"] == 1 and len(doc["damaged"]) == 1
+
+
+def test_a_failed_measurement_is_counted_in_the_cell(study, tmp_path):
+    sdir = _copy(study, tmp_path)
+    csv_path = sdir / "abl3" / "s0" / "eval" / "scores.csv"
+    rows = list(csv.DictReader(csv_path.open()))
+    rows[0]["pesq"] = ""  # PESQ found no speech in a silent output
+    _write_scores(csv_path, {r.pop("file"): r for r in rows})
+    doc = report.build(sdir)
+    cell = doc["by_system"]["abl3"]["metrics"]["pesq"]
+    assert cell["failures"] == 1 and doc["by_system"]["bsrnn"]["metrics"]["pesq"]["failures"] == 0
+    assert report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
+    md = (sdir / "report.md").read_text()
+    assert "(1 failed) |" in md and "a failure is a result" in md

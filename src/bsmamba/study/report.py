@@ -6,7 +6,14 @@ standard deviations and bootstrap intervals. Conventions (DECISIONS.md, "Metrics
 
 - ``mean ± std``: the mean over utterances per seed, then mean and sample std across seeds; with
   one seed the std is across utterances (the table says which).
+- A measurement that failed on an utterance (e.g. PESQ found no speech in a silent output) is
+  left out of that mean and counted: the cell says "(n failed)", since the systems are compared
+  on the same utterances.
 - Peak memory is at the plan's shape (batch 6 x 2 s); step time is at the training shape.
+
+Every record is checked before it is used: a JSON record that does not parse, or a per-utterance
+CSV whose rows do not match its stage record (count, fields, numbers, a cut-off last line), is
+reported by file with how to recompute it, and never averaged.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +39,100 @@ _NAME_COLUMNS = ("file", "name", "utterance", "filename", "path")
 
 
 # ----------------------------------------------------------------------------- reading runs
-def _read(path: Path) -> dict:
-    return files.read_json(path) or {}
+_FIX = "delete it and rerun the study with the same arguments to recompute it"
 
 
-def read_utterances(csv_path: Path) -> dict[str, dict[str, float]]:
+class DamagedRecord(ValueError):
+    """A record that exists but cannot be trusted; the message names the file."""
+
+
+def _read(path: Path, damaged: list[str] | None = None, fix: str = _FIX) -> dict:
+    """A JSON record, ``{}`` when missing; a damaged one is noted in ``damaged`` (when given)
+    and read as ``{"status": "damaged"}``, so that nothing of it is used."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        msg = f"{path}: damaged record ({e})"
+        if damaged is None:
+            raise DamagedRecord(msg) from None
+        damaged.append(f"{msg}; {fix}")
+        return {"status": "damaged"}
+    return doc if isinstance(doc, dict) else {}
+
+
+def read_utterances(csv_path: Path, record: dict | None = None) -> dict[str, dict[str, float]]:
     """Per-utterance scores ``{file name: {metric: value}}`` from an evaluation CSV.
 
-    Non-finite or empty cells (a metric that failed on that file) become NaN.
+    Empty cells (a metric that failed on that file) become NaN. Raises :class:`DamagedRecord`
+    naming the file and line for a row with missing or extra fields, a cell that is not a
+    number, a repeated name or a cut-off last line, and, when the stage ``record`` (its
+    ``summary``) is given, for a row count or per-metric count that differs from it.
     """
     text = Path(csv_path).read_text()
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
+    if text and not text.endswith("\n"):  # every row the writer writes ends with one
+        raise DamagedRecord(f"{csv_path}: the last line is cut off (truncated file)")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
         return {}
-    name_col = next((c for c in _NAME_COLUMNS if c in rows[0]), None)
+    name_col = next((c for c in _NAME_COLUMNS if c in header), None)
     if name_col is None:
-        raise ValueError(f"{csv_path}: no file-name column (expected one of {_NAME_COLUMNS})")
+        raise DamagedRecord(f"{csv_path}: no file-name column (expected one of {_NAME_COLUMNS})")
     out = {}
-    for r in rows:
+    for cells in reader:
+        line = reader.line_num
+        if len(cells) != len(header):
+            raise DamagedRecord(
+                f"{csv_path}: line {line} has {len(cells)} fields, the header {len(header)}"
+            )
+        r = dict(zip(header, cells, strict=True))
         name = Path(r[name_col]).name
-        out[name] = {k: _float(r.get(k)) for k in schema.METRIC_KEYS}
+        if name in out:
+            raise DamagedRecord(f"{csv_path}: line {line} repeats {name}")
+        out[name] = {k: _cell_value(r.get(k), csv_path, line, k) for k in schema.METRIC_KEYS}
+    summary = (record or {}).get("summary") or {}
+    if isinstance(summary.get("pairs"), int) and summary["pairs"] != len(out):
+        raise DamagedRecord(
+            f"{csv_path}: {len(out)} rows, its stage record says {summary['pairs']} pairs"
+        )
+    stats = (summary.get("metrics") or {}).get("enhanced") or {}
+    for k, st in stats.items():
+        have = sum(math.isfinite(u[k]) for u in out.values()) if k in schema.METRIC_KEYS else None
+        if have is not None and isinstance(st, dict) and st.get("count") not in (None, have):
+            raise DamagedRecord(
+                f"{csv_path}: {have} {k} values, its stage record says {st['count']}"
+            )
     return out
 
 
-def _float(v: Any) -> float:
+def _cell_value(v: Any, path: Path, line: int, key: str) -> float:
+    """A metric cell: a number, or empty / NaN for a failed measurement."""
+    if v is None or v.strip() == "":
+        return math.nan
     try:
         f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
+    except ValueError:
+        raise DamagedRecord(f"{path}: line {line}: {key}={v!r} is not a number") from None
     return f if math.isfinite(f) else math.nan
 
 
-def _utterances_of(eval_record: dict, base: Path) -> dict[str, dict[str, float]] | None:
+def _utterances_of(
+    eval_record: dict, base: Path, damaged: list[str], fix: str
+) -> dict[str, dict[str, float]] | None:
+    """The per-utterance scores of a finished evaluate record; None if not finished or damaged
+    (then the reason and ``fix`` are noted in ``damaged``)."""
     rel = eval_record.get("per_utterance_csv")
     if eval_record.get("status") != "done" or not rel:
         return None
-    return read_utterances(base / rel)
+    try:
+        return read_utterances(base / rel, eval_record)
+    except (DamagedRecord, FileNotFoundError) as e:
+        damaged.append(f"{e}; {fix}")
+        return None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -76,10 +142,11 @@ def mean_std(per_seed: list[dict[str, dict[str, float]]]) -> tuple[dict, str]:
     over = "seeds" if len(per_seed) > 1 else "utterances"
     for k in schema.METRIC_KEYS:
         seed_vals = [np.array([u[k] for u in utts.values()], float) for utts in per_seed]
+        failures = int(sum((~np.isfinite(v)).sum() for v in seed_vals))  # over every seed
         seed_vals = [v[np.isfinite(v)] for v in seed_vals]
         seed_vals = [v for v in seed_vals if v.size]
         if not seed_vals:
-            out[k] = {"mean": None, "std": None, "n": 0}
+            out[k] = {"mean": None, "std": None, "n": 0, "failures": failures}
             continue
         if over == "seeds":
             means = np.array([v.mean() for v in seed_vals])
@@ -89,6 +156,7 @@ def mean_std(per_seed: list[dict[str, dict[str, float]]]) -> tuple[dict, str]:
             v = seed_vals[0]
             std = float(v.std(ddof=1)) if v.size > 1 else None
             out[k] = {"mean": float(v.mean()), "std": std, "n": int(v.size)}
+        out[k]["failures"] = failures
     return out, over
 
 
@@ -113,9 +181,10 @@ def snr_bin(snr_db: float, levels: list[float] | None = None) -> str:
     return f"{lo:g} to {lo + 5:g} dB"
 
 
-def _nominal_snr(data_root: str) -> dict[str, float]:
+def _nominal_snr(data_root: str, damaged: list[str]) -> dict[str, float]:
     """Nominal mixing SNR per test file, where the data manifest records it (the demo set)."""
-    man = _read(Path(data_root) / "manifest.json") if data_root else {}
+    fix = "the per-SNR groups use the measured input SNR instead"
+    man = _read(Path(data_root) / "manifest.json", damaged, fix) if data_root else {}
     return {
         e["file"]: float(e["snr_db"])
         for e in man.get("files", [])
@@ -147,18 +216,20 @@ def by_snr(
 def collect(study_dir: str | Path) -> tuple[dict, dict]:
     """Read a study folder: (results without claims/plots, per-utterance data for claims)."""
     sdir = Path(study_dir)
-    meta = _read(sdir / "study.json")
+    meta = _read(sdir / "study.json")  # damaged: an error naming it (nothing to report without)
     if not meta:
         raise FileNotFoundError(f"{sdir / 'study.json'} not found: is {sdir} a study directory?")
-    snr = _read(sdir / "test_snr.json").get("by_file", {})
-    nominal = _nominal_snr(meta.get("data_root", ""))
+    damaged: list[str] = []  # records that exist but are not used, with how to recompute them
+    snr = _read(sdir / "test_snr.json", damaged).get("by_file", {})
+    nominal = _nominal_snr(meta.get("data_root", ""), damaged)
     levels = None
     if snr and all(n in nominal for n in snr):  # group by the mixing SNR where it is recorded
         snr = {n: nominal[n] for n in snr}
         levels = sorted(set(snr.values()))
 
-    noisy_rec = _read(sdir / "noisy" / "evaluation.json")
-    noisy_utts = _utterances_of(noisy_rec, sdir / "noisy")
+    noisy_rec = _read(sdir / "noisy" / "evaluation.json", damaged)
+    fix = f"delete {sdir / 'noisy' / 'evaluation.json'} and rerun the study to recompute it"
+    noisy_utts = _utterances_of(noisy_rec, sdir / "noisy", damaged, fix)
     noisy = {"status": noisy_rec.get("status", "missing"), "error": noisy_rec.get("error")}
     if noisy_utts:
         noisy["metrics"], _ = mean_std([noisy_utts])
@@ -167,8 +238,8 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
     systems, utts = {}, {"noisy": [noisy_utts] if noisy_utts else []}
     std_over = set()
     for system in meta["systems"]:
-        pr = _read(sdir / system / "params.json")
-        mem = _read(sdir / system / "memory.json")
+        pr = _read(sdir / system / "params.json", damaged)
+        mem = _read(sdir / system / "memory.json", damaged)
         row: dict[str, Any] = {"stages": {"params": pr.get("status", "missing")}}
         row["stages"]["memory"] = mem.get("status", "missing")
         errors = {}
@@ -197,7 +268,10 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         per_seed, step_times, rtfs, seeds_status = [], [], [], {}
         for seed in meta["seeds"]:
             rdir = sdir / system / f"s{seed}"
-            st = {s: _read(rdir / "stages" / f"{s}.json") for s in ("train", "enhance", "evaluate")}
+            st = {
+                s: _read(rdir / "stages" / f"{s}.json", damaged)
+                for s in ("train", "enhance", "evaluate")
+            }
             seeds_status[str(seed)] = {s: r.get("status", "missing") for s, r in st.items()}
             for s, r in st.items():
                 if r.get("error"):
@@ -207,7 +281,11 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
                 step_times.append(float(tr["step_time_s"]))
             if st["enhance"].get("status") == "done" and st["enhance"].get("rtf") is not None:
                 rtfs.append(float(st["enhance"]["rtf"]))
-            u = _utterances_of(st["evaluate"], rdir)
+            fix = f"delete {rdir / 'stages' / 'evaluate.json'} and rerun the study to recompute it"
+            before = len(damaged)
+            u = _utterances_of(st["evaluate"], rdir, damaged, fix)
+            if len(damaged) > before:  # never averaged: this seed's scores are left out
+                seeds_status[str(seed)]["evaluate"] = "damaged"
             if u:
                 per_seed.append(u)
         row["stages"]["by_seed"] = seeds_status
@@ -249,6 +327,7 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         "noisy": noisy,
         "by_system": systems,
         "warnings": meta.get("warnings", []),
+        "damaged": damaged,
     }
     return results, utts
 
@@ -283,7 +362,7 @@ def build(study_dir: str | Path) -> dict:
 
 
 def _n_boot(sdir: Path) -> int:
-    cfg = _read(sdir / "study.json").get("config", {})
+    cfg = _read(sdir / "study.json", []).get("config", {})
     return int(cfg.get("study", {}).get("bootstrap", 2000))
 
 
@@ -293,9 +372,10 @@ def fmt_metric(m: dict | None, key: str) -> str:
     if not m or m.get(key, {}).get("mean") is None:
         return "-"
     d, cell = _DIGITS[key], m[key]
+    failed = f" ({cell['failures']} failed)" if cell.get("failures") else ""
     if cell.get("std") is None:
-        return f"{cell['mean']:.{d}f}"
-    return f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}"
+        return f"{cell['mean']:.{d}f}{failed}"
+    return f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}{failed}"
 
 
 def fmt_params(n: int | None) -> str:
@@ -430,6 +510,15 @@ def markdown(doc: dict) -> str:
         failures.insert(0, f"- noisy input evaluate: {doc['noisy']['error']}")
     if failures:
         out += ["### Stages that did not finish", "", *failures, ""]
+    if doc.get("damaged"):
+        out += ["### Damaged records (not used)", "", *(f"- {d}" for d in doc["damaged"]), ""]
+    if _any_failed(doc):
+        out += [
+            'A cell\'s "(n failed)" counts utterances whose measurement failed (e.g. PESQ found '
+            "no speech in a silent output); they are left out of that mean. The systems are "
+            "compared on the same utterances, so a failure is a result, not a gap.",
+            "",
+        ]
     if doc.get("warnings"):
         out += ["### Warnings", "", *(f"- {w}" for w in doc["warnings"]), ""]
     header, rows = snr_rows(doc)
@@ -463,6 +552,13 @@ def markdown(doc: dict) -> str:
         ]
         out += [""]
     return "\n".join(out)
+
+
+def _any_failed(doc: dict) -> bool:
+    cells = [doc["noisy"].get("metrics")] + [
+        doc["by_system"][s].get("metrics") for s in doc["systems"]
+    ]
+    return any(c.get("failures") for m in cells if m for c in m.values())
 
 
 def results_csv(doc: dict) -> str:
@@ -508,4 +604,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(table_text(doc))
         print(f"report: {Path(args.study_dir) / 'report.md'}")
-    return 0
+    for line in doc.get("damaged", []):
+        print(f"bsmamba report: damaged, not used: {line}", file=sys.stderr)
+    return 1 if doc.get("damaged") else 0
