@@ -365,6 +365,7 @@ def test_enhance_tiny_chunk_is_one_line(ckpt, tmp_path):
     assert p.stdout == "" and not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.slow  # the real study fixture: ~15 s of CPU
 def test_resume_with_another_preset_changes_nothing(study, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(study / "abl3" / "s0", run)
@@ -374,6 +375,7 @@ def test_resume_with_another_preset_changes_nothing(study, tmp_path):
     assert _digest(run) == before  # results.json was not moved aside first
 
 
+@pytest.mark.slow  # the real study fixture: ~15 s of CPU
 def test_resume_with_a_damaged_results_file_names_it(study, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(study / "abl3" / "s0", run)
@@ -387,6 +389,7 @@ def test_resume_with_a_damaged_results_file_names_it(study, tmp_path):
 
 
 # ----------------------------------------------------------------------------- study, report
+@pytest.mark.slow  # the real study fixture: ~15 s of CPU
 def test_study_files_get_the_umask_mode(study):
     # checkpoints, results, stage records, enhanced wavs, plots, the report: all of them
     modes = {p.relative_to(study).as_posix(): _mode(p) for p in study.rglob("*") if p.is_file()}
@@ -394,6 +397,7 @@ def test_study_files_get_the_umask_mode(study):
     assert {k: oct(m) for k, m in modes.items() if m != 0o644} == {}
 
 
+@pytest.mark.slow  # the real study fixture: ~15 s of CPU
 def test_report_on_a_truncated_per_utterance_csv_names_it_and_does_not_average(study, tmp_path):
     sdir = tmp_path / "st"
     shutil.copytree(study, sdir)
