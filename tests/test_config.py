@@ -86,3 +86,20 @@ def test_alias_flags_become_overrides():
     cfg = config.from_args(args)
     assert cfg.model.decoder == "adaptive" and cfg.train.batch_size == 4
     assert list(cfg.study.systems) == ["bsrnn", "abl3"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  batch_size: [1\n", "is not valid YAML at line 3"),
+        ("- a\n- b\n", "is not a config: expected sections like 'train:', got a list"),
+    ],
+)
+def test_a_config_file_that_does_not_parse_is_named(tmp_path, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError) as e:
+        config.load(f)
+    assert str(e.value).startswith(f"{f} {message}") and "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
+        config.load(tmp_path / "missing.yaml")

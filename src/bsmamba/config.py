@@ -195,8 +195,8 @@ def load(
     key, a value of the wrong type or a value outside :data:`RANGES`, before any work starts.
     """
     overrides = list(overrides or [])
+    layers = [_load_file(Path(file))] if file else []
     try:
-        layers = [OmegaConf.load(file)] if file else []
         layers.append(OmegaConf.from_dotlist(overrides))
         # First pass only to learn which preset is asked for.
         probe = OmegaConf.merge(OmegaConf.structured(schema), *layers)
@@ -208,6 +208,23 @@ def load(
         raise ValueError(_one_line(e, schema)) from None
     OmegaConf.set_readonly(cfg, False)
     return validate(cfg)
+
+
+def _load_file(path: Path) -> DictConfig:
+    """A YAML config file; one that does not parse, or is not a mapping, is a ``ValueError``."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        doc = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{path} is not valid YAML{at} ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, DictConfig):
+        raise ValueError(f"{path} is not a config: expected sections like 'train:', got a list")
+    return doc
 
 
 def _one_line(e: OmegaConfBaseException, schema: type) -> str:
