@@ -236,29 +236,44 @@ def test_enhance_truncated_input_and_exit_codes(ckpt, tmp_path):
     assert p.returncode == 0, p.stderr
 
 
-def test_enhance_kill_9_leaves_only_complete_files(ckpt, tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(12):
-        _wav(src / f"f{i:02d}.wav", 4.0, 1000 * i)
-    before = _digest(src)
+def _stop_after_first_output(ckpt, src: Path, out: Path, sig: int) -> subprocess.Popen:
+    """Start `enhance`, send ``sig`` once its first output file is there, wait for it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bsmamba.cli", "enhance", str(ckpt), str(src), str(out)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 120
     try:
         while not list(out.glob("f*.wav")):
-            assert proc.poll() is None and time.monotonic() < deadline
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.01)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    written = sorted(out.glob("f*.wav"))
-    assert 1 <= len(written) < 12
-    for w in written:  # a file under its real name is whole, whenever the kill came
-        assert sf.info(w).frames == 4 * FS
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    return proc
+
+
+def test_enhance_interrupted_or_killed_leaves_only_complete_files(ckpt, tmp_path):
+    src = tmp_path / "in"
+    for i in range(12):
+        _wav(src / f"f{i:02d}.wav", 4.0, 1000 * i)
+    before = _digest(src)
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        out = tmp_path / f"out-{sig.name}"
+        proc = _stop_after_first_output(ckpt, src, out, sig)
+        written = sorted(out.glob("f*.wav"))
+        assert 1 <= len(written) < 12
+        for w in written:  # a file under its real name is whole, whenever the signal came
+            assert sf.info(w).frames == 4 * FS
+        if sig == signal.SIGINT:  # Ctrl-C: one line, 130, and its temp file removed
+            assert proc.returncode == 130, proc.stderr.read()
+            assert proc.stderr.read().strip() == "bsmamba enhance: interrupted"
+            _no_temps(out)
+        else:
+            assert proc.returncode == -signal.SIGKILL
     assert _digest(src) == before
     p = _cli("enhance", ckpt, src, out)  # a rerun completes (and does not trip on temp files)
     assert p.returncode == 0 and "12 file(s)" in p.stdout, p.stderr
