@@ -48,3 +48,22 @@ def test_read_json_treats_a_damaged_record_as_missing(tmp_path):
     assert files.read_json(tmp_path / "missing.json") is None
     files.write_json(tmp_path / "ok.json", {"a": 1})
     assert files.read_json(tmp_path / "ok.json") == {"a": 1}
+
+
+def test_a_full_disk_under_torch_save_is_the_oserror_naming_the_file(tmp_path):
+    import torch
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs is not permitted here")
+    try:
+        with pytest.raises(OSError) as e:  # torch alone says "unexpected pos 704 vs 598"
+            files.atomic_write(disk / "x.ckpt", lambda f: torch.save(torch.zeros(100_000), f))
+        assert e.value.errno == 28 and e.value.filename == str(disk / "x.ckpt")
+        assert files.error_line(e.value).endswith("x.ckpt: the disk is full: free space or "
+                                                 "choose another output")  # fmt: skip
+        assert list(disk.iterdir()) == []  # the temp file is gone
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])

@@ -55,8 +55,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 class _Sink:
     """A file object that keeps the first OSError of a write instead of raising it.
 
-    soundfile writes from a C callback: an exception there is printed as a traceback and
-    replaced by an AssertionError. Kept here, :func:`atomic_write` raises it once, by name.
+    Writers that call ``write`` from C turn it into something vaguer: torch.save into
+    "RuntimeError: unexpected pos 704 vs 598", soundfile into a printed traceback and an
+    AssertionError. Kept here, :func:`atomic_write` raises the OSError itself, naming the file.
     """
 
     def __init__(self, f):
