@@ -58,6 +58,17 @@ def test_every_default_and_preset_is_in_range():
     cfg = config.load()
     for key in config.RANGES:  # every key of the table exists: a renamed key is not skipped
         assert config.OmegaConf.select(cfg, key) is not None, key
+    flat = _flat(config.to_dict(cfg))
+    numeric = {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    missing = sorted(numeric - set(config.RANGES))
+    assert not missing, f"add the valid range of {missing} to config.RANGES"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 @pytest.mark.parametrize(

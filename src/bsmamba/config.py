@@ -278,9 +278,11 @@ RANGES: dict[str, str] = {
     "train.loss_mag_weight": "[0, inf)",
     "train.loss_wave_weight": "[0, inf)",
     "train.compress": "(0, 1]",
-    "train.metricgan_from_epoch": "[-1, inf)",  # -1 = off
     "train.metricgan_weight": "[0, inf)",
+    "train.metricgan_adv_epoch": "[-1, inf)",  # -1 = epochs / 2
     "train.disc_lr": "(0, inf)",
+    "train.disc_grad_clip": "(0, inf)",  # always clipped, as grad_clip
+    "train.pesq_workers": "[-1, inf)",  # -1 = auto, 0 = in-process
     "train.scheduler_step_epochs": "[1, inf)",
     "train.scheduler_gamma": "(0, 1]",
     "train.max_nonfinite": "[0, inf)",
