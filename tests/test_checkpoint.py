@@ -98,3 +98,20 @@ def test_saved_model_loads_as_an_enhancer(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(wav)[None])[0].numpy()
     np.testing.assert_allclose(enhancer.enhance(wav, 16000), expected, atol=1e-5)
+
+
+def test_weights_of_another_model_are_one_line(tmp_path):
+    small = bsmamba.build_model("bsrnn", dim=8, num_layers=1)
+    path = ckpt_io.save_model(tmp_path / "m.ckpt", small)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["bsmamba"]["model_config"]["dim"] = 16  # the config says 16, the weights are 8 wide
+    torch.save(ckpt, tmp_path / "wide.ckpt")
+    ckpt["bsmamba"]["model_config"].update(dim=8, num_layers=2)  # a layer more than it holds
+    torch.save(ckpt, tmp_path / "deep.ckpt")
+    for name, words in (("wide.ckpt", "of another shape"), ("deep.ckpt", "weights missing (e.g.")):
+        with pytest.raises(ValueError) as e:
+            bsmamba.load(tmp_path / name)
+        msg = str(e.value)
+        assert msg.startswith(f"{tmp_path / name} does not fit the model its config describes")
+        assert words in msg and "\n" not in msg and len(msg) < 500
+    ckpt_io.check_fits(path, ckpt_io.model_state(torch.load(path, weights_only=True)), small)

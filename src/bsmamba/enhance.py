@@ -150,7 +150,9 @@ def load(ckpt_or_run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Enh
     ckpt = ckpt_io.load(path, map_location="cpu")
     cfg = dict(ckpt["bsmamba"]["model_config"], checkpointing=False)  # no training: no recompute
     model = BandSplitEnhancer(**cfg)
-    model.load_state_dict(ckpt_io.model_state(ckpt))
+    state = ckpt_io.model_state(ckpt)
+    ckpt_io.check_fits(path, state, model)  # one line, not torch's list of every key
+    model.load_state_dict(state)
     enhancer = Enhancer(model, device, **kwargs)
     enhancer.checkpoint = path
     return enhancer

@@ -72,6 +72,28 @@ def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
 
 
+def check_fits(path: str | Path, state: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """Raise ``ValueError`` (one line naming ``path``) unless ``state`` fits ``model`` exactly.
+
+    torch's own error lists every missing and unexpected key: hundreds of lines for a
+    checkpoint of another model, or one a bsmamba with another layout wrote.
+    """
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    shapes = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"{len(x)} {what} (e.g. {x[0]})" for x, what in (
+        (missing, "weights missing"), (unexpected, "unexpected weights"),
+        (shapes, "of another shape"),
+    ) if x]  # fmt: skip
+    raise ValueError(
+        f"{path} does not fit the model its config describes: {'; '.join(parts)}; it was "
+        "written for another model, or by a bsmamba with another model layout"
+    )
+
+
 def save_model(path: str | Path, model: torch.nn.Module) -> Path:
     """A weights-only checkpoint of an enhancer (no optimizer), loadable by ``bsmamba.load``."""
     ckpt = {

@@ -182,6 +182,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     resume = ckdir / ckpt_io.LAST
     if resume.is_file():
         _say(cfg, f"resuming from {resume}")
+        ckpt_io.check_fits(resume, ckpt_io.model_state(ckpt_io.load(resume)), model)
     t0 = time.perf_counter()
     try:
         trainer.fit(module, ckpt_path=str(resume) if resume.is_file() else None)
@@ -343,6 +344,13 @@ def _reconcile(cfg: DictConfig, out: Path) -> DictConfig:
         cfg.train.batch_size = saved.train.batch_size
         cfg.train.grad_accumulate = saved.train.grad_accumulate
         return cfg
+    older = sorted(set(want) - set(have))
+    if older:  # keys this version added: no --resume can make the configs agree
+        raise ValueError(
+            f"{out} was trained by an older bsmamba (its config.yaml has no "
+            f"model.{', model.'.join(older)}); this version cannot continue it: start a new run "
+            "(another train.out)"
+        )
     diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
     raise ValueError(
         f"{out} holds an unfinished run of another model "
