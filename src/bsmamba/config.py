@@ -60,6 +60,7 @@ class ModelConfig:
 class DataConfig:
     path: str = "demo"  # "demo" or the output folder of `bsmamba prepare-voicebank`
     segment_s: float = 2.0  # training crop length (seconds)
+    valid_segment_s: float = 0.0  # validation crop length (seconds); 0 = segment_s
     # held-out training speakers; on a dataset without them (the demo set) this default means
     # the dataset's own choice from its manifest (demo: its declared held-out clips)
     valid_speakers: list[str] = field(default_factory=lambda: ["p226", "p287"])
@@ -262,6 +263,7 @@ RANGES: dict[str, str] = {
     "model.stft.hop_length": "[1, inf)",
     "model.stft.win_length": "[1, inf)",
     "data.segment_s": "(0, inf)",
+    "data.valid_segment_s": "[0, inf)",  # 0 = data.segment_s
     "data.num_workers": "[0, inf)",
     "train.batch_size": "[1, inf)",
     "train.grad_accumulate": "[1, inf)",

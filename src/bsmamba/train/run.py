@@ -143,9 +143,10 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     L.seed_everything(int(t.seed), workers=True, verbose=False)
 
     root = data.resolve(cfg.data.path)
-    kw = dict(segment_s=cfg.data.segment_s, valid_speakers=list(cfg.data.valid_speakers))
-    train_set = data.TrainSet(root, "train", seed=int(t.seed), **kw)
-    valid_set = data.TrainSet(root, "valid", seed=int(t.seed), **kw)
+    d = cfg.data
+    kw = dict(valid_speakers=list(d.valid_speakers), seed=int(t.seed))
+    train_set = data.TrainSet(root, "train", segment_s=d.segment_s, **kw)
+    valid_set = data.TrainSet(root, "valid", segment_s=d.valid_segment_s or d.segment_s, **kw)
     model = BandSplitEnhancer(**config.model_kwargs(cfg))
     module = EnhancementModule(model, cfg, train_set, valid_set)
 
