@@ -33,7 +33,7 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
 def test_atomic_io_keeps_the_old_file_when_a_write_fails(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
-    good = {"bsmamba": {"format_version": 1, "model_config": {}}, "w": torch.ones(3)}
+    good = {"bsmamba": {"format_version": 2, "model_config": {}}, "w": torch.ones(3)}
     io.save_checkpoint(good, path)
     with pytest.raises(Exception):  # noqa: B017  (whatever pickling raises for a lambda)
         io.save_checkpoint({"bsmamba": {}, "bad": lambda: 0}, path)
@@ -50,13 +50,16 @@ def test_load_refuses_what_it_cannot_trust(tmp_path):
     torch.save({"bsmamba": {"format_version": 99}}, tmp_path / "future.ckpt")
     with pytest.raises(ValueError, match="newer"):
         ckpt_io.load(tmp_path / "future.ckpt")
+    torch.save({"bsmamba": {"format_version": 1}, "state_dict": {}}, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match="format 1, from a bsmamba before the published BSRNN"):
+        ckpt_io.load(tmp_path / "old.ckpt")
     good = ckpt_io.save_model(tmp_path / "good.ckpt", bsmamba.build_model("bsrnn", dim=8))
     (tmp_path / "half.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (tmp_path / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(5000))
     (tmp_path / "empty.ckpt").write_bytes(b"")
     (tmp_path / "pickle.ckpt").write_bytes(pickle.dumps({"bsmamba": {}}))
     # a pickled object (here a datetime): weights_only refuses it
-    obj = {"bsmamba": {"format_version": 1}, "x": datetime.date(2020, 1, 1)}
+    obj = {"bsmamba": {"format_version": 2}, "x": datetime.date(2020, 1, 1)}
     torch.save(obj, tmp_path / "p.ckpt")
     for name, why in {
         "half.ckpt": "a damaged or truncated PyTorch file",

@@ -105,7 +105,7 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
     best = out / res["best_checkpoint"]
     assert best.is_file() and f"pesq={res['best_val_pesq']:.3f}" in best.name
     meta = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["bsmamba"]
-    assert meta["format_version"] == 1 and meta["model_config"]["dim"] == 16
+    assert meta["format_version"] == 2 and meta["model_config"]["dim"] == 16
     model = BandSplitEnhancer(**meta["model_config"])
     assert res["params"] == sum(p.numel() for p in model.parameters())
     assert config.load(out / "config.yaml").model.dim == 16  # the resolved config reloads

@@ -3,7 +3,7 @@
 A training checkpoint is Lightning's dict (weights, optimizers, schedulers, loop progress,
 callback state) plus a ``"bsmamba"`` entry::
 
-    {"format_version": 1, "model_config": {...BandSplitEnhancer kwargs...},
+    {"format_version": 2, "model_config": {...BandSplitEnhancer kwargs...},
      "rng": {...RNG states as tensors/ints...}, "train": {...counters...}}
 
 so that a checkpoint alone rebuilds its model (``bsmamba.load``) and holds no pickled objects.
@@ -27,7 +27,9 @@ import torch
 
 from bsmamba import files
 
-FORMAT_VERSION = 1
+# 2: the published BSRNN framework (utterance-level norms, stacked layout); format 1 weights do not
+# fit today's models
+FORMAT_VERSION = 2
 LAST = "last.ckpt"
 
 
@@ -58,6 +60,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     meta = ckpt.get("bsmamba") if isinstance(ckpt, dict) else None
     if meta is None:
         raise ValueError(f"{path} is not a bsmamba checkpoint (no 'bsmamba' entry)")
+    if meta.get("format_version", 0) < FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {meta.get('format_version', 0)}, from a bsmamba before "
+            f"the published BSRNN framework (format {FORMAT_VERSION}): its weights do not fit "
+            "today's models; train it again"
+        )
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
             f"{path} has checkpoint format {meta['format_version']}, newer than this bsmamba "
