@@ -277,7 +277,7 @@ def enhance_path(
     audio_s, t0 = 0.0, time.perf_counter()
     for inp, out in pairs:
         try:
-            truncated = audio._wav_truncated(inp)
+            truncated = audio.wav_truncated(inp)
             if truncated:  # libsndfile would quietly read the part that is there
                 raise ValueError(f"{truncated}; re-copy or re-export the file")
             wav, rate = sf.read(str(inp), dtype="float32", always_2d=True)  # (S, C)

@@ -32,7 +32,7 @@ def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(wav, dtype=np.float32), from_rate, to_rate, quality="HQ")
 
 
-def _wav_truncated(path: Path) -> str | None:
+def wav_truncated(path: Path) -> str | None:
     """For RIFF/WAVE files: a message if the header promises more data than the file holds.
 
     libsndfile quietly reads what is there, so a half-copied file would otherwise look valid.
@@ -67,7 +67,7 @@ def read(path: str | Path, sample_rate: int = 16000, resample: bool = False) -> 
         raise FileNotFoundError(f"{path}: no such audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
-    problem = _wav_truncated(path)
+    problem = wav_truncated(path)
     if problem:
         raise AudioError(f"{path}: {problem}; re-copy or re-export the file")
     try:
