@@ -18,8 +18,8 @@ def test_help_lists_every_command():
 
 def test_unknown_command_and_export_fail_clearly():
     assert _cli("nonsense").returncode == 2
-    out = _cli("export", "x.ckpt")
-    assert out.returncode == 2 and "not supported" in out.stderr
+    out = _cli("export", "x.ckpt", "x.onnx")
+    assert out.returncode == 2 and "x.ckpt does not exist" in out.stderr
 
 
 def test_presets_prints_resolved_arguments():

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("bsmamba.presets_cli", "print the resolved constructor arguments of each preset"),
     "prepare-voicebank": ("bsmamba.data.voicebank", "resample VoiceBank+DEMAND 48 kHz -> 16 kHz"),
     "doctor": ("bsmamba.doctor", "versions, device, threads and the scan backend `auto` picks"),
-    "export": ("bsmamba.cli", "export to ONNX / TorchScript (not supported yet)"),
+    "export": ("bsmamba.export", "export a checkpoint to ONNX, for enhance --engine onnxruntime"),
 }
 
 
@@ -49,20 +49,6 @@ def _version() -> str:
     return f"bsmamba {__version__}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:  # the `export` command
-    parser.add_argument("checkpoint")
-    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-
-
-def main_export(args: argparse.Namespace) -> int:
-    print(
-        f"bsmamba export: {args.format} export is not supported yet (the selective scan's custom "
-        "autograd function has no exporter). Use `bsmamba enhance` or `bsmamba.load()` instead.",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
@@ -76,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"bsmamba {name}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    run = main_export if name == "export" else module.main
     try:
-        return int(run(args) or 0)
+        return int(module.main(args) or 0)
     except (ValueError, OSError) as e:
         # User errors (bad input, a folder that cannot be written, a full disk): one clear line,
         # exit 2, no traceback. Commands write atomically, so what they finished is whole.

@@ -316,10 +316,13 @@ def enhance_path(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a .ckpt file or a training run directory")
+    parser.add_argument("checkpoint", help="a .ckpt file or a training run directory "
+                        "(with --engine onnxruntime: a file from `bsmamba export`)")  # fmt: skip
     parser.add_argument("input", help="an audio file or a folder (searched recursively)")
     parser.add_argument("output", help="output file, or folder mirroring the input folder")
     parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                        help="onnxruntime: run an exported .onnx file (CPU)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--chunk-s", type=float, default=10.0, help="chunk length (s)")
     parser.add_argument("--overlap-s", type=float, default=1.0, help="chunk overlap (s)")
@@ -349,8 +352,18 @@ def main(args: argparse.Namespace) -> int:
     files.check_writable(args.output if Path(args.input).is_dir() else pairs[0][1].parent)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    enhancer = load(args.checkpoint, args.device, chunk_s=args.chunk_s, overlap_s=args.overlap_s)
-    print(f"bsmamba enhance: {enhancer.checkpoint} on {enhancer.device}")
+    chunking = dict(chunk_s=args.chunk_s, overlap_s=args.overlap_s)
+    if args.engine == "onnxruntime":
+        from bsmamba.export import load_onnx
+
+        if args.stream:
+            raise ValueError("--stream runs the torch engine; drop --engine onnxruntime")
+        enhancer = load_onnx(args.checkpoint, args.device, args.threads, **chunking)
+    elif str(args.checkpoint).endswith(".onnx"):
+        raise ValueError(f"{args.checkpoint} is an ONNX export: add --engine onnxruntime")
+    else:
+        enhancer = load(args.checkpoint, args.device, **chunking)
+    print(f"bsmamba enhance: {enhancer.checkpoint} on {enhancer.device} ({args.engine})")
     if args.stream:
         from bsmamba import stream
 

@@ -175,17 +175,20 @@ def _exportable(module: nn.Module) -> nn.Module:
     return out
 
 
-# ---- export ----------------------------------------------------------------------------------------
+# ---- export ------------------------------------------------------------------------------------
 
 
-def _onnx_modules():
-    """(onnx, onnxscript) or a clear error naming the extra."""
-    try:
-        import onnx
-        import onnxscript
-    except ImportError as e:
-        raise RuntimeError(f"ONNX export needs onnx and onnxscript ({e}); {_EXTRA}") from None
-    return onnx, onnxscript
+def _need(*names: str, what: str) -> list:
+    """The modules ``names``, or a one-line error naming the missing one and the extra."""
+    import importlib
+
+    out = []
+    for name in names:
+        try:
+            out.append(importlib.import_module(name))
+        except ImportError:
+            raise ValueError(f"{what} needs the '{name}' package: {_EXTRA}") from None
+    return out
 
 
 def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
@@ -195,10 +198,14 @@ def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
     frames dynamic. ``frames`` is only the length traced. The metadata carries the STFT settings
     and the model config (see :func:`load_onnx`).
     """
-    onnx, onnxscript = _onnx_modules()
+    import copy
+    import logging
+    import warnings
+
+    onnx, onnxscript = _need("onnx", "onnxscript", what="ONNX export")
     if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is too old for this graph; use --opset {MIN_OPSET} or newer")
-    core = SpectralCore(model.float().eval())
+        raise ValueError(f"opset {opset} is too old for this graph; use {MIN_OPSET} or newer")
+    core = SpectralCore(copy.deepcopy(model).float().eval())
     custom = onnxscript.values.Opset(_DOMAIN, 1)
     _register_schema(onnx)
 
@@ -207,8 +214,9 @@ def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
 
     spec = torch.randn(2, model.frontend.n_bins, frames, 2)
     dyn = torch.export.Dim.DYNAMIC
-    import warnings
-
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "no torchvision"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
         program = torch.onnx.export(
@@ -222,6 +230,7 @@ def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
             custom_translation_table={torch.ops.bsmamba.ssm_recurrence.default: _translate},
             verbose=False,
         )
+    quiet.setLevel(level)
     proto = _lower_recurrences(program.model_proto, opset)
     meta = {
         "format": FORMAT,
@@ -309,7 +318,8 @@ def _step_graph(p: str, At: str):
         return helper.make_tensor_value_info(p + name, TensorProto.FLOAT, [p + d for d in dims])
 
     def node(op, inputs, output, **attrs):
-        return helper.make_node(op, [i if i == At else p + i for i in inputs], [p + output], **attrs)
+        names = [i if i == At else p + i for i in inputs]
+        return helper.make_node(op, names, [p + output], **attrs)
 
     axes = {
         "ax1": helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
@@ -333,7 +343,154 @@ def _step_graph(p: str, At: str):
     return helper.make_graph(
         body,
         p + "step",
-        [value("h", *"bnd"), value("u", *"bd"), value("dt", *"bd"), value("B", *"bn"),
-         value("C", *"bn")],  # fmt: skip
+        [
+            value("h", *"bnd"),
+            value("u", *"bd"),
+            value("dt", *"bd"),
+            value("B", *"bn"),
+            value("C", *"bn"),
+        ],  # fmt: skip
         [value("h_next", *"bnd"), value("y", *"bd")],
     )
+
+
+# ---- the onnxruntime engine --------------------------------------------------------------------
+
+
+class OnnxModel(nn.Module):
+    """An exported file behind the model's interface: ``forward(wav (B, S)) -> (B, S)``.
+
+    The STFT pair (``bsmamba.frontend.Frontend`` with the file's settings) runs in torch around
+    one onnxruntime call on the spectral core. ``threads``: onnxruntime's intra-op threads
+    (0: its default). CPU only.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        super().__init__()
+        from bsmamba.frontend import Frontend
+
+        (ort,) = _need("onnxruntime", what="--engine onnxruntime")
+        path = Path(path)
+        if path.is_dir() or path.suffix == ".ckpt":
+            raise ValueError(
+                f"{path} is a checkpoint or run directory, not an export: make one with "
+                f"`bsmamba export {path} OUT.onnx`, or use --engine torch"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX file {path} does not exist")
+        opts = ort.SessionOptions()
+        if threads > 0:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            msg = f"{path} cannot be read by onnxruntime ({type(e).__name__}: {e})"
+            raise ValueError(msg) from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != FORMAT:
+            raise ValueError(
+                f"{path} is not a bsmamba export (no '{FORMAT}' metadata); make one with "
+                "`bsmamba export CKPT OUT.onnx`"
+            )
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has export format {meta['format_version']}, newer than this bsmamba "
+                f"reads ({FORMAT_VERSION}); upgrade bsmamba"
+            )
+        self.path = path
+        self.config = json.loads(meta["model_config"])
+        self.frontend = Frontend(**json.loads(meta["stft"]))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, S) -> enhanced wav (B, S), float32."""
+        spec = torch.view_as_real(self.frontend.stft(wav.detach().float().cpu())).contiguous()
+        out = self.session.run(["enhanced"], {"spec": spec.numpy()})[0]
+        est = torch.view_as_complex(torch.from_numpy(out))
+        return self.frontend.istft(est, wav.shape[-1]).to(wav.device)
+
+
+def load_onnx(path: str | Path, device: str = "cpu", threads: int = 0, **kwargs):
+    """An :class:`bsmamba.enhance.Enhancer` that runs the exported file ``path`` in onnxruntime.
+
+    Same chunking, overlap-add, resampling and downmixing as the torch engine; kwargs go to
+    ``Enhancer`` (``chunk_s``, ``overlap_s``).
+    """
+    from bsmamba.enhance import Enhancer
+
+    if device != "cpu":
+        raise ValueError(
+            f"--engine onnxruntime runs on the CPU, not on device {device!r}: use --device cpu "
+            "(or --engine torch with the checkpoint for a GPU)"
+        )
+    model = OnnxModel(path, threads)
+    enhancer = Enhancer(model, "cpu", **kwargs)
+    enhancer.checkpoint = model.path
+    return enhancer
+
+
+def check_export(model: nn.Module, proto, seconds: float = 2.0, seed: int = 0) -> float:
+    """max |onnxruntime - torch| of the enhanced waveform on ``seconds`` of noise at speech
+    level (std 0.1), batch 2, with ``proto`` written to a temporary file. ``model``: float32,
+    in eval mode (what :func:`bsmamba.load` gives)."""
+    import tempfile
+
+    gen = torch.Generator().manual_seed(seed)
+    wav = 0.1 * torch.randn(2, int(seconds * model.sample_rate), generator=gen)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "check.onnx"
+        path.write_bytes(proto.SerializeToString())
+        with torch.inference_mode():
+            ours = OnnxModel(path)(wav)
+            theirs = model(wav)
+    return float((ours - theirs).abs().max())
+
+
+# ---- the command -------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a .ckpt file or a training run directory")
+    parser.add_argument("output", help="the ONNX file to write (OUT.onnx)")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET,
+                        help=f"ONNX opset (default and minimum {MIN_OPSET})")  # fmt: skip
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip running the file in onnxruntime against torch")  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> int:
+    from bsmamba import files
+    from bsmamba.enhance import load
+    from bsmamba.train import checkpoint as ckpt_io
+
+    out = Path(args.output)
+    if out.suffix != ".onnx":
+        raise ValueError(f"{out}: the output must end in .onnx (e.g. {out.with_suffix('.onnx')})")
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.onnx'}")
+    src = ckpt_io.resolve(args.checkpoint)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"{out} is the checkpoint itself; write the export to another file")
+    if args.opset < MIN_OPSET:
+        raise ValueError(f"--opset {args.opset} is too old for this graph; use {MIN_OPSET} or up")
+    _need("onnx", "onnxscript", what="ONNX export")
+    if not args.no_check:
+        _need("onnxruntime", what="checking the export (or pass --no-check)")
+    model = load(src).model
+    print(f"bsmamba export: {src} (preset {model.config['preset']}) -> {out}, opset {args.opset}")
+    proto = export_onnx(model, args.opset)
+    if not args.no_check:
+        err = check_export(model, proto)
+        verdict = "ok" if err <= TOLERANCE else "FAILED"
+        print(f"  onnxruntime vs torch on 2 s of noise: max |difference| {err:.2e} "
+              f"(tolerance {TOLERANCE:g}): {verdict}")  # fmt: skip
+        if err > TOLERANCE:
+            print(f"bsmamba export: {out} not written", file=sys.stderr)
+            return 1
+    files.atomic_write(out, lambda f: f.write(proto.SerializeToString()))
+    print(f"bsmamba export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); run it with "
+          f"`bsmamba enhance --engine onnxruntime {out} IN OUT`")  # fmt: skip
+    return 0
