@@ -365,7 +365,8 @@ def _cell(s: dict, key: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clean", required=True, help="folder of clean reference wavs")
+    parser.add_argument("--clean", help="folder of clean reference wavs (without it: "
+                        "no-reference DNSMOS scores, bsmamba.dnsmos)")  # fmt: skip
     parser.add_argument("--enhanced", required=True, help="folder of enhanced wavs (same names)")
     parser.add_argument("--noisy", help="folder of the unprocessed inputs: also score them")
     parser.add_argument("--out", help="where to write per_utterance.csv and summary.json "
@@ -389,6 +390,10 @@ def main(args: argparse.Namespace) -> int:
     for flag in ("workers", "threads"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag}={getattr(args, flag)}: out of range, valid >= 0")
+    if args.clean is None:  # no clean twins: no-reference scores
+        from bsmamba import dnsmos
+
+        return dnsmos.main(args)
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
     lost = None
     try:

@@ -27,6 +27,7 @@ KINDS = (
     "doctor",  # bsmamba doctor
     "plan",  # bsmamba plan
     "evaluation",  # bsmamba evaluate summary
+    "dnsmos",  # bsmamba evaluate without --clean (no-reference scores)
     "train_results",  # runs/<run>/results.json
     "study_results",  # studies/<recipe>/results.json
     "benchmark",  # benchmarks/*.py

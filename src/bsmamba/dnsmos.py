@@ -1,0 +1,287 @@
+"""No-reference scores for recordings that have no clean twin: DNSMOS.
+
+    bsmamba evaluate --enhanced DIR [--noisy DIR]          (no --clean)
+
+DNSMOS P.835 (Reddy et al., ICASSP 2022) predicts, from the audio alone, the three ratings of an
+ITU-T P.835 listening test: SIG (speech signal), BAK (background noise), OVRL (overall), each on
+a 1-5 scale; the P.808 model beside it predicts one overall MOS (``p808``). The models are the
+ONNX files that the ``speechmos`` wheel ships (no download), run by its own code: a file is
+scored in 9.01 s windows hopped by 1 s and the window scores are averaged; a file shorter than
+9.01 s is tiled (repeated) to that length first. Audio must be 16 kHz mono in [-1, 1].
+
+Each file is scored in a worker process; a bad file (unreadable, another rate without
+``--resample``, samples beyond [-1, 1], digital silence) is reported by name and counted, and
+the run goes on. Outputs in ``--out`` (default ``<enhanced>/evaluation``), beside those of the
+intrusive metrics and not over them:
+
+    dnsmos.csv     one row per file: input (enhanced | noisy), status, seconds, sig, bak, ovrl,
+                   p808, error
+    dnsmos.json    schema kind "dnsmos": mean/std/count/failures per score and input
+
+Needs the ``nr`` extra (speechmos, onnxruntime, librosa); importing bsmamba never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsmamba import files, schema
+from bsmamba.data import audio
+
+SAMPLE_RATE = 16000
+KEYS = ("sig", "bak", "ovrl", "p808")
+LABELS = {"sig": "SIG", "bak": "BAK", "ovrl": "OVRL", "p808": "P.808"}
+_SPEECHMOS_KEYS = {"sig": "sig_mos", "bak": "bak_mos", "ovrl": "ovrl_mos", "p808": "p808_mos"}
+_EXTRA = "pip install 'bsmamba[nr]' (speechmos, onnxruntime, librosa)"
+
+
+def _modules():
+    """(onnxruntime, speechmos.dnsmos), or a one-line error naming what is missing."""
+    try:
+        import onnxruntime
+        from speechmos import dnsmos
+    except ImportError as e:
+        raise ValueError(
+            f"no-reference scoring (evaluate without --clean) needs the '{e.name}' package: "
+            f"{_EXTRA}; or give --clean DIR for the intrusive metrics"
+        ) from None
+    return onnxruntime, dnsmos
+
+
+_scorer = None  # one per worker process: the two ONNX sessions, made on the first file
+
+
+def _get_scorer(threads: int):
+    """speechmos's DNSMOS scorer with sessions of ``threads`` intra-op threads each (its own
+    constructor gives every session all cores, which workers running side by side fight over).
+    """
+    global _scorer
+    if _scorer is None:
+        ort, dnsmos = _modules()
+        folder = Path(dnsmos.__file__).parent / "dnsmos_models"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = max(1, threads), 1
+        scorer = dnsmos.DNSMOS.__new__(dnsmos.DNSMOS)  # its __init__, with our session options
+        scorer.primary_model_path = str(folder / "sig_bak_ovr.onnx")
+        scorer.onnx_sess = ort.InferenceSession(scorer.primary_model_path, opts)
+        scorer.p808_onnx_sess = ort.InferenceSession(str(folder / "model_v8.onnx"), opts)
+        _scorer = scorer
+    return _scorer
+
+
+def _score_file(job: dict) -> dict:
+    """Score one file (runs in a worker). Never raises: problems become ``error`` strings."""
+    row: dict[str, Any] = {"file": job["name"], "input": job["input"], "status": "ok", "error": ""}
+    try:
+        wav = audio.read(job["path"], SAMPLE_RATE, resample=job["resample"])
+        peak = float(np.abs(wav).max())
+        if peak > 1.0:
+            raise ValueError(
+                f"{job['path']}: samples beyond [-1, 1] (peak {peak:.3g}); DNSMOS scores audio "
+                "in [-1, 1]: scale the file down first"
+            )
+        if peak == 0.0:
+            raise ValueError(f"{job['path']}: digital silence, nothing for DNSMOS to score")
+        out = _get_scorer(job["threads"])(wav, SAMPLE_RATE, False)
+    except (OSError, ValueError) as e:
+        row.update(status="error", error=str(e))
+        return row
+    row["seconds"] = len(wav) / SAMPLE_RATE
+    row.update({k: float(out[_SPEECHMOS_KEYS[k]]) for k in KEYS})
+    return row
+
+
+def _wavs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    found = sorted(folder.glob("*.wav"))
+    if not found:
+        raise FileNotFoundError(f"{folder}: no .wav files to score")
+    return found
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    """mean, std (across files, ddof=1), count of finite values, failures."""
+    arr = np.asarray(values, dtype=np.float64)
+    ok = arr[np.isfinite(arr)]
+    return {
+        "mean": float(ok.mean()) if ok.size else None,
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
+        "count": int(ok.size),
+        "failures": int(arr.size - ok.size),
+    }
+
+
+def score_dirs(
+    enhanced_dir: str | Path,
+    noisy_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 2,
+    resample: bool = False,
+    threads: int = 1,
+    progress: bool = False,
+) -> dict:
+    """DNSMOS of every .wav in ``enhanced_dir`` (and ``noisy_dir``); returns the summary.
+
+    ``workers`` spawned processes with ``threads`` onnxruntime threads each (0: in this
+    process). Writes ``dnsmos.csv`` and ``dnsmos.json`` into ``out_dir`` when given. Raises
+    only for unusable folders or a missing extra, before any scoring.
+    """
+    _modules()
+    folders = {"enhanced": Path(enhanced_dir)}
+    if noisy_dir:
+        folders["noisy"] = Path(noisy_dir)
+    jobs = [
+        {"name": p.name, "input": kind, "path": str(p), "resample": resample, "threads": threads}
+        for kind, folder in folders.items()
+        for p in _wavs(folder)
+    ]
+    t0 = time.perf_counter()
+    rows = _run(jobs, workers, progress, threads)
+    elapsed = time.perf_counter() - t0
+    stats = {}
+    for kind in folders:
+        mine = [r for r in rows if r["input"] == kind and r["status"] == "ok"]
+        stats[kind] = {k: _stats([r[k] for r in mine]) for k in KEYS}
+    summary = schema.document(
+        "dnsmos",
+        enhanced_dir=str(folders["enhanced"]),
+        noisy_dir=str(folders["noisy"]) if noisy_dir else None,
+        sample_rate=SAMPLE_RATE,
+        model="DNSMOS P.835 (sig_bak_ovr.onnx) and P.808 (model_v8.onnx), as shipped by speechmos",
+        std_over="files",
+        files=len(rows),
+        scored=sum(r["status"] == "ok" for r in rows),
+        failed=sum(r["status"] != "ok" for r in rows),
+        elapsed_s=round(elapsed, 3),
+        workers=workers,
+        metrics=stats,
+        problems=[
+            {"file": r["file"], "input": r["input"], "error": r["error"]}
+            for r in rows
+            if r["error"]
+        ],  # fmt: skip
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        files.write_text(out_dir / "dnsmos.csv", _csv(rows))
+        files.write_json(out_dir / "dnsmos.json", summary)
+    return summary
+
+
+def _run(jobs: list[dict], workers: int, progress: bool, threads: int) -> list[dict]:
+    """Score ``jobs`` in ``workers`` spawned processes (0: in this one), with a progress bar."""
+    import multiprocessing
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress,
+                   transient=True)  # fmt: skip
+    rows = []
+    with bar:
+        task = bar.add_task("DNSMOS", total=len(jobs))
+        if workers <= 0:
+            for job in jobs:
+                rows.append(_score_file(job))
+                bar.advance(task)
+            return rows
+        # librosa's and numpy's BLAS read these at import: one thread each, so that the workers
+        # are the parallelism (spawned, not forked, so that they see the variables)
+        blas = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        saved = {v: os.environ.get(v) for v in blas}
+        os.environ.update(dict.fromkeys(blas, str(max(1, threads))))
+        try:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                for row in pool.map(_score_file, jobs):
+                    rows.append(row)
+                    bar.advance(task)
+        finally:
+            for v, value in saved.items():
+                if value is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = value
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    cols = ["file", "input", "status", "seconds", *KEYS, "error"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _fmt(r.get(c)) for c in cols})
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def table(summary: dict) -> str:
+    """The summary as a table: one row per input folder, mean +/- std per score."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"DNSMOS: {summary['scored']} of {summary['files']} files scored, "
+              "16 kHz (std across files)")  # fmt: skip
+    t.add_column("input")
+    for k in KEYS:
+        t.add_column(LABELS[k], justify="right")
+    for name, stats in summary["metrics"].items():
+        t.add_row(name, *(_cell(stats[k]) for k in KEYS))
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    console.print(t)
+    lines = [console.file.getvalue().rstrip()]
+    lines.append("SIG, BAK, OVRL: DNSMOS P.835; P.808: DNSMOS P.808; 1-5, higher is better")
+    for p in summary["problems"][:20]:
+        lines.append(f"  error: {p['error']}")
+    if len(summary["problems"]) > 20:
+        lines.append(f"  ... {len(summary['problems']) - 20} more in dnsmos.csv")
+    return "\n".join(lines)
+
+
+def _cell(s: dict) -> str:
+    if s["mean"] is None:
+        return "-"
+    std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
+    return f"{s['mean']:.2f}{std}"
+
+
+def main(args: argparse.Namespace) -> int:
+    """``bsmamba evaluate`` without ``--clean`` (its arguments; --convention, --device unused)."""
+    if args.sample_rate != SAMPLE_RATE:
+        raise ValueError(f"DNSMOS scores 16 kHz audio; drop --sample-rate {args.sample_rate}")
+    out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
+    summary = score_dirs(
+        args.enhanced,
+        args.noisy,
+        out,
+        workers=args.workers,
+        resample=args.resample,
+        threads=max(1, args.threads),
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(table(summary))
+        print(f"wrote {out / 'dnsmos.csv'} and {out / 'dnsmos.json'} "
+              f"({summary['elapsed_s']:.1f} s)")  # fmt: skip
+    return 0 if summary["scored"] else 1
