@@ -1,14 +1,17 @@
 """Offline enhancement RTF on one thread, PyTorch against onnxruntime on the same audio; JSON.
 
-    python benchmarks/export.py            # every preset at full size, 10 s of audio
-    python benchmarks/export.py --quick    # tiny models and 1 s: check that the script runs
+    python benchmarks/export.py              # every preset at full size, 10 s of audio
+    python benchmarks/export.py --no-timing  # only the export and its accuracy
+    python benchmarks/export.py --quick      # tiny models and 1 s: check that the script runs
 
 Per preset: export (``bsmamba.export.export_onnx``, timed), then ``Enhancer.enhance`` of the
 same noise-like input through the torch model and through the exported file (one chunk, both
 engines on one thread), the runs interleaved so that machine load hits both alike; RTF =
 median wall time / audio seconds, and the ratio onnxruntime / torch from the same process. The
-outputs' max abs difference is reported beside them. Goals (issue 13): RTF <= 0.1 for every
-preset, and onnxruntime's at most PyTorch's (ratio <= 1).
+outputs' max abs difference is reported beside them, and the accuracy on real speech: the two
+CMU ARCTIC utterances of tests/data as one batch, max |onnxruntime - torch| of the enhanced
+spectrum (beside its largest magnitude) and of the enhanced waveform. Goals (issue 13): RTF <= 0.1
+for every preset, and onnxruntime's at most PyTorch's (ratio <= 1).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import soundfile as sf
 import torch
 
 from bsmamba import env, files, schema
@@ -31,6 +35,23 @@ from bsmamba.model import build_model
 from bsmamba.presets import PRESETS
 
 GOALS = {"rtf_max": 0.1, "ratio_onnxruntime_to_torch_max": 1.0}
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+SPEECH = ("arctic_a0007.wav", "arctic_a0009.wav")  # 16 kHz, 49,520 samples each
+
+
+def accuracy(model, engine: OnnxModel) -> dict:
+    """max |onnxruntime - torch| on the real speech batch: spectrum and waveform."""
+    wav = torch.from_numpy(np.stack([sf.read(DATA / f, dtype="float32")[0] for f in SPEECH]))
+    with torch.inference_mode():
+        want = torch.view_as_real(model.forward_spectral(wav)).numpy()
+        spec = torch.view_as_real(model.frontend.stft(wav)).numpy()
+        got = engine.session.run(None, {"spec": spec})[0]
+        wav_diff = (engine(wav) - model(wav)).abs().max().item()
+    return {
+        "speech_spec_max_abs_diff": float(np.abs(got - want).max()),
+        "speech_spec_max_abs": float(np.abs(want).max()),
+        "speech_wav_max_abs_diff": wav_diff,
+    }
 
 
 def _time(enhancer: Enhancer, wav: np.ndarray) -> tuple[float, np.ndarray]:
@@ -45,6 +66,7 @@ def main() -> None:
     p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated preset names")
     p.add_argument("--seconds", type=float, default=10.0, help="audio length for the RTF")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per engine")
+    p.add_argument("--no-timing", action="store_true", help="export and accuracy only")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
     tiny = {"dim": 8, "num_layers": 1, "band_plan": [64, 64, 129]} if a.quick else {}
@@ -68,20 +90,24 @@ def main() -> None:
             export_s = time.perf_counter() - t0
             path = Path(tmp) / f"{name}.onnx"
             onnx.save(proto, path)
-            engines = {
-                "torch": Enhancer(model, **chunk),
-                "onnxruntime": Enhancer(OnnxModel(path, threads=1), **chunk),
+            engine = OnnxModel(path, threads=1)
+            row = {
+                "params": sum(p.numel() for p in model.parameters()),
+                "export_s": export_s,
+                "onnx_bytes": path.stat().st_size,
+                **accuracy(model, engine),
             }
+            by_preset[name] = row
+            if a.no_timing:
+                continue
+            engines = {"torch": Enhancer(model, **chunk), "onnxruntime": Enhancer(engine, **chunk)}
             outs = {k: e.enhance(wav, 16000) for k, e in engines.items()}  # warm-up
             times = {k: [] for k in engines}
             for _ in range(a.repeats):
                 for k, e in engines.items():
                     times[k].append(_time(e, wav)[0])
             rtf = {k: statistics.median(v) / a.seconds for k, v in times.items()}
-            by_preset[name] = {
-                "params": sum(p.numel() for p in model.parameters()),
-                "export_s": export_s,
-                "onnx_bytes": path.stat().st_size,
+            row |= {
                 "rtf_torch": rtf["torch"],
                 "rtf_onnxruntime": rtf["onnxruntime"],
                 "ratio_onnxruntime_to_torch": rtf["onnxruntime"] / rtf["torch"],
@@ -95,6 +121,7 @@ def main() -> None:
         name="export",
         quick=a.quick,
         shape={"audio_s": a.seconds, "threads": 1, "repeats": a.repeats},
+        timed=not a.no_timing,
         goals=GOALS,
         by_preset=by_preset,
         environment=env.environment(),
