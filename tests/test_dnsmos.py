@@ -42,8 +42,9 @@ def test_clean_speech_scores_above_heavy_noise_and_bad_files_are_counted(tmp_pat
     (enhanced / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
 
     out = _cli("evaluate", "--enhanced", str(enhanced), "--noisy", str(noisy), "--workers", "2")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # some files were not scored (0 with --allow-partial)
     assert "OVRL" in out.stdout and "dnsmos.csv" in out.stdout
+    assert "3 of 5 file(s) not scored" in out.stderr
     rows = list(csv.DictReader(open(enhanced / "evaluation" / "dnsmos.csv")))
     by = {(r["input"], r["file"]): r for r in rows}
     good, bad = by["enhanced", "a0007.wav"], by["noisy", "a0007.wav"]
@@ -72,4 +73,6 @@ def test_missing_extra_and_wrong_rate_fail_clearly_before_any_work(tmp_path, cap
     assert cli.main(["evaluate", "--enhanced", str(tmp_path), "--sample-rate", "8000"]) == 2
     assert "DNSMOS scores 16 kHz audio" in capsys.readouterr().err
     assert cli.main(["evaluate", "--enhanced", str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "file").write_text("not a folder")
+    assert cli.main(["evaluate", "--enhanced", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
     assert not (tmp_path / "evaluation").exists()

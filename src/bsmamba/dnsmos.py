@@ -9,10 +9,14 @@ ONNX files that the ``speechmos`` wheel ships (no download), run by its own code
 scored in 9.01 s windows hopped by 1 s and the window scores are averaged; a file shorter than
 9.01 s is tiled (repeated) to that length first. Audio must be 16 kHz mono in [-1, 1].
 
-Each file is scored in a worker process; a bad file (unreadable, another rate without
-``--resample``, samples beyond [-1, 1], digital silence) is reported by name and counted, and
-the run goes on. Outputs in ``--out`` (default ``<enhanced>/evaluation``), beside those of the
-intrusive metrics and not over them:
+The files are those the intrusive metrics would score (every .wav below the folder, as
+:mod:`bsmamba.evaluate` finds them). Each is scored in a worker process; a bad file (unreadable,
+another rate without ``--resample``, samples beyond [-1, 1], digital silence) is reported by
+name and counted, and the run goes on. As ``evaluate``: the output folder is checked before any
+scoring, scores that cannot be written after all go to a temp folder, and the exit status is 0
+when every file scored, 1 when any did not (0 with ``--allow-partial`` if some did), 2 for
+unusable arguments. Outputs in ``--out`` (default ``<enhanced>/evaluation``), beside those of
+the intrusive metrics and not over them:
 
     dnsmos.csv     one row per file: input (enhanced | noisy), status, seconds, sig, bak, ovrl,
                    p808, error
@@ -103,10 +107,11 @@ def _score_file(job: dict) -> dict:
     return row
 
 
-def _wavs(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    found = sorted(folder.glob("*.wav"))
+def _wavs(folder: Path, out_dir: Path | None) -> dict[str, Path]:
+    """Relative path -> file of every .wav below ``folder``, found as ``evaluate`` finds them."""
+    from bsmamba.evaluate import _wavs as wavs
+
+    found = wavs(folder, out_dir)
     if not found:
         raise FileNotFoundError(f"{folder}: no .wav files to score")
     return found
@@ -137,16 +142,21 @@ def score_dirs(
 
     ``workers`` spawned processes with ``threads`` onnxruntime threads each (0: in this
     process). Writes ``dnsmos.csv`` and ``dnsmos.json`` into ``out_dir`` when given. Raises
-    only for unusable folders or a missing extra, before any scoring.
+    only for unusable folders or a missing extra, before any scoring, and
+    :class:`bsmamba.evaluate.NotWritten` (holding the scores) if they cannot be written.
     """
     _modules()
     folders = {"enhanced": Path(enhanced_dir)}
     if noisy_dir:
         folders["noisy"] = Path(noisy_dir)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    found = {kind: _wavs(folder, out_dir) for kind, folder in folders.items()}
+    if out_dir is not None:  # before the scoring, not after it: the scores would be lost
+        files.check_writable(out_dir)
     jobs = [
-        {"name": p.name, "input": kind, "path": str(p), "resample": resample, "threads": threads}
-        for kind, folder in folders.items()
-        for p in _wavs(folder)
+        {"name": name, "input": kind, "path": str(p), "resample": resample, "threads": threads}
+        for kind, wavs in found.items()
+        for name, p in wavs.items()
     ]
     t0 = time.perf_counter()
     rows = _run(jobs, workers, progress, threads)
@@ -172,13 +182,22 @@ def score_dirs(
             {"file": r["file"], "input": r["input"], "error": r["error"]}
             for r in rows
             if r["error"]
-        ],  # fmt: skip
+        ],
     )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        files.write_text(out_dir / "dnsmos.csv", _csv(rows))
-        files.write_json(out_dir / "dnsmos.json", summary)
+        write_outputs(out_dir, rows, summary)
     return summary
+
+
+def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
+    """dnsmos.csv and dnsmos.json into ``out_dir``; ``evaluate.NotWritten`` if that fails."""
+    from bsmamba.evaluate import NotWritten
+
+    try:
+        files.write_text(Path(out_dir) / "dnsmos.csv", _csv(rows))
+        files.write_json(Path(out_dir) / "dnsmos.json", summary)
+    except OSError as e:
+        raise NotWritten(e, summary, rows) from None
 
 
 def _run(jobs: list[dict], workers: int, progress: bool, threads: int) -> list[dict]:
@@ -268,20 +287,39 @@ def main(args: argparse.Namespace) -> int:
     """``bsmamba evaluate`` without ``--clean`` (its arguments; --convention, --device unused)."""
     if args.sample_rate != SAMPLE_RATE:
         raise ValueError(f"DNSMOS scores 16 kHz audio; drop --sample-rate {args.sample_rate}")
+    from bsmamba.evaluate import NotWritten
+
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
-    summary = score_dirs(
-        args.enhanced,
-        args.noisy,
-        out,
-        workers=args.workers,
-        resample=args.resample,
-        threads=max(1, args.threads),
-        progress=not args.json and sys.stderr.isatty(),
-    )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(table(summary))
+    lost = None
+    try:
+        summary = score_dirs(
+            args.enhanced,
+            args.noisy,
+            out,
+            workers=args.workers,
+            resample=args.resample,
+            threads=max(1, args.threads),
+            progress=not args.json and sys.stderr.isatty(),
+        )
+    except NotWritten as e:  # scored, then the disk filled up or went away: keep the scores
+        summary, lost = e.summary, e
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if lost is not None:
+        import tempfile
+
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="bsmamba-dnsmos-"))
+            write_outputs(rescue, lost.rows, summary)
+            where = f"the scores are in {rescue} instead"
+        except OSError:
+            where = "nor anywhere else: the table above is all that is left"
+        print(f"bsmamba evaluate: error: could not write {files.error_line(lost)}; {where}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.json:
         print(f"wrote {out / 'dnsmos.csv'} and {out / 'dnsmos.json'} "
               f"({summary['elapsed_s']:.1f} s)")  # fmt: skip
-    return 0 if summary["scored"] else 1
+    if summary["failed"]:
+        print(f"bsmamba evaluate: {summary['failed']} of {summary['files']} file(s) not scored "
+              "(named above)", file=sys.stderr)  # fmt: skip
+    return 1 if summary["failed"] and not (args.allow_partial and summary["scored"]) else 0
