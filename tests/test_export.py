@@ -103,7 +103,7 @@ def test_unsupported_combinations_fail_clearly(tmp_path, capsys):
     onnx.save(onnx.helper.make_model(graph), tmp_path / "other.onnx")
     cases = [
         (["export", str(ckpt), str(tmp_path / "m.txt")], "must end in .onnx"),
-        (["export", str(ckpt), str(tmp_path / "m.onnx"), "--opset", "12"], "too old"),
+        (["export", str(ckpt), str(tmp_path / "m.onnx"), "--opset", "12"], "valid 18.."),
         (["enhance", "--engine", "onnxruntime", str(ckpt), wav, str(tmp_path)], "bsmamba export"),
         (["enhance", str(tmp_path / "other.onnx"), wav, str(tmp_path)], "--engine onnxruntime"),
         (
