@@ -149,6 +149,8 @@ def test_rerun_recomputes_nothing(smoke):
 
 def _is_report_output(out: Path, p: Path) -> bool:
     rel = p.relative_to(out).parts
+    if p.name == ".lock":  # the study and run locks name their last holder
+        return True
     return rel[0] in ("report.md", "results.csv", "results.json", "plots", "audio", "study.json")
 
 

@@ -149,7 +149,22 @@ class StudyConfig:
     examples: int = 3  # enhanced wavs + spectrogram PNGs per system in the report folder
     bootstrap: int = 2000  # paired-bootstrap resamples for ranking verdicts
     abl3_only_fallback: bool = False  # the plan's last resort: run abl3 alone if others don't fit
-    jobs: int = 1  # runs trained at once, each in its own process (use train.threads=1 then)
+    # Runs trained at once, each in its own process (use train.threads=1 on CPU). 0 = one run
+    # per train.devices GPUs on a GPU machine, 1 on a CPU; GPUs cap it (a run never shares one).
+    jobs: int = 0
+    launcher: str = "local"  # local (processes here) | slurm (a job array through submitit)
+    gpus: list[str] = field(default_factory=list)  # local: GPU ids; [] = every visible GPU
+    # slurm: one array task per system x seed, train.devices GPUs (and tasks) per node on
+    # train.num_nodes nodes; submitit's logs go to <study>/slurm/.
+    slurm_partition: str = ""  # "" = the cluster's default
+    slurm_time_min: int = 1440  # per job; on the limit the job is requeued and resumes
+    slurm_cpus_per_gpu: int = 8  # --cpus-per-task (one task per GPU)
+    slurm_mem_gb: int = 64  # --mem per node
+    slurm_parallel: int = 0  # array tasks running at once; 0 = all
+    slurm_account: str = ""
+    slurm_qos: str = ""
+    slurm_constraint: str = ""  # e.g. "a100|h100"
+    slurm_setup: list[str] = field(default_factory=list)  # shell lines before the job starts
 
 
 @dataclass

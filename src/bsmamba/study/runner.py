@@ -38,6 +38,9 @@ from bsmamba.study import recipes
 
 STAGES = ("params", "memory", "train", "enhance", "evaluate")
 DONE, FAILED, NOT_AVAILABLE, SKIPPED = "done", "failed", "not_available", "skipped"
+# Statuses of a run this command did not finish: queued on SLURM, or another process has it.
+SUBMITTED, RUNNING_ELSEWHERE = "submitted", "running_elsewhere"
+LAUNCHERS = ("local", "slurm")
 RECORD_VERSION = 1
 
 
@@ -184,8 +187,57 @@ def _train_stage(cfg: DictConfig) -> dict:
     from bsmamba import train
 
     t0 = time.perf_counter()
-    res = train.run(cfg)
+    if _needs_torchrun(cfg):
+        res = _torchrun(cfg)
+    else:
+        res = train.run(cfg)
     return {"results": res, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def _needs_torchrun(cfg: DictConfig) -> bool:
+    """A run on several devices started outside torchrun or a SLURM job of that many tasks.
+
+    Lightning would start the other ranks by re-running this process's command line (the
+    study itself), so the study starts them through torchrun instead.
+    """
+    import os
+
+    world = int(cfg.train.devices) * int(cfg.train.num_nodes)
+    launched = "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return world > 1 and not launched
+
+
+def _torchrun(cfg: DictConfig) -> dict:
+    """``bsmamba train`` of ``cfg`` on ``train.devices`` local processes under torchrun."""
+    import os
+    import subprocess
+
+    from bsmamba.study.launchers import _preexec_die_with_parent
+
+    if int(cfg.train.num_nodes) > 1:
+        raise ValueError(
+            "train.num_nodes > 1 needs a cluster launcher: use study.launcher=slurm "
+            "(or start `bsmamba train` on every node yourself: docs/study.md)"
+        )
+    out = Path(cfg.train.out)
+    conf = out / "stages" / "train_config.yaml"
+    files.write_text(conf, config.to_yaml(cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={int(cfg.train.devices)}", "-m", "bsmamba.cli", "train"]
+    cmd += ["--config", str(conf)]
+    done = subprocess.run(
+        cmd,
+        env={**os.environ, "OMP_NUM_THREADS": str(max(1, int(cfg.train.threads)))},
+        capture_output=True,
+        text=True,
+        preexec_fn=_preexec_die_with_parent,  # noqa: PLW1509 - no threads started yet here
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"torchrun training of {out} failed (exit {done.returncode}): "
+            + done.stderr.strip()[-2000:]
+        )
+    return json.loads((out / "results.json").read_text())
 
 
 def _enhance_stage(run_dir: Path, noisy_dir: Path, threads: int) -> dict:
@@ -297,9 +349,31 @@ def _run_one(
     only_abl3: bool,
     echo=print,
     eval_workers: int | None = None,
+    launcher: str = "local",
 ) -> tuple[dict[str, str], list[str]]:
-    """Train, enhance and score one system x seed; returns (stage statuses, stages computed)."""
+    """Train, enhance and score one system x seed; returns (stage statuses, stages computed).
+
+    The run's folder is locked meanwhile: a run that another process (a SLURM job, another
+    study) is running already is left to it (status ``running_elsewhere``).
+    """
+    from bsmamba.study.launchers import worker_info
+    from bsmamba.study.lock import FolderLock, FolderLocked
+
     rdir = sdir / system / f"s{seed}"
+    info = worker_info(launcher)
+    try:
+        with FolderLock(rdir, what="run", **{k: v for k, v in info.items() if k == "job_id"}):
+            return _run_one_locked(
+                cfg, system, seed, rdir, clean_dir, noisy_dir, only_abl3, echo, eval_workers, info
+            )
+    except FolderLocked as e:
+        echo(f"[study] {system}/s{seed}: left alone, {e}")
+        return dict.fromkeys(("train", "enhance", "evaluate"), RUNNING_ELSEWHERE), []
+
+
+def _run_one_locked(
+    cfg, system, seed, rdir, clean_dir, noisy_dir, only_abl3, echo, eval_workers, info
+) -> tuple[dict[str, str], list[str]]:
     rcfg = run_config(cfg, system, seed, rdir)
     rec_dir = rdir / "stages"
     computed: list[str] = []
@@ -308,14 +382,15 @@ def _run_one(
     def _train():
         if only_abl3 and system != "abl3":
             raise _Skip("abl3-only fallback (study.abl3_only_fallback) is active")
-        return _train_stage(rcfg)
+        # "worker": which host, process, GPUs (and SLURM job) trained this run.
+        return {**_train_stage(rcfg), "worker": info}
 
     tr = _stage(rec_dir / "train.json", "train", _train, say=say)
 
     def _enhance():
         if tr["status"] != DONE:
             raise _Skip("training did not finish")
-        return _enhance_stage(rdir, noisy_dir, int(cfg.train.threads))
+        return {**_enhance_stage(rdir, noisy_dir, int(cfg.train.threads)), "worker": info}
 
     en = _stage(rec_dir / "enhance.json", "enhance", _enhance, say=say)
 
@@ -329,38 +404,93 @@ def _run_one(
     return statuses, computed
 
 
-def _run_in_child(cfg_dict: dict, system: str, seed: int, args: tuple, stream: str | None):
+def run_in_process(
+    cfg_dict: dict, system: str, seed: int, args: tuple, stream: str | None, launcher: str
+):
+    """One run in a pool process or a SLURM job: ``_run_one`` of a plain-dict config."""
     import torch
 
-    from bsmamba.config import Config
-
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg_dict)
+    cfg = _from_dict(cfg_dict)
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
     out = {"stdout": sys.stdout, "stderr": sys.stderr}.get(stream)
     echo = (lambda line: print(line, file=out, flush=True)) if out else (lambda line: None)
     # Scoring in this process: the runs already use the cores, and nested spawns cost seconds.
-    return _run_one(cfg, system, seed, *args, echo=echo, eval_workers=0)
+    return _run_one(cfg, system, seed, *args, echo=echo, eval_workers=0, launcher=launcher)
 
 
-def _run_parallel(cfg: DictConfig, tasks: list, args: tuple, stream: str | None) -> list:
-    """Runs in ``study.jobs`` spawned processes (one core each with ``train.threads=1``)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def train_only(cfg_dict: dict, system: str, seed: int, args: tuple):
+    """A DDP rank other than 0 in a SLURM job: train with rank 0, record nothing."""
+    from bsmamba import train
+
+    sdir = args[0]
+    train.run(run_config(_from_dict(cfg_dict), system, seed, sdir / system / f"s{seed}"))
+    return None
+
+
+def _from_dict(cfg_dict: dict) -> DictConfig:
+    from bsmamba.config import Config
+
+    return OmegaConf.merge(OmegaConf.structured(Config), cfg_dict)
+
+
+def _run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo) -> list:
+    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time."""
+    from bsmamba.study import launchers
 
     cfg_dict = config.to_dict(cfg)
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    results = launchers.run_pool(
+        [(cfg_dict, s, seed, args, stream, "local") for s, seed in tasks],
+        run_in_process,
+        gpus=launchers._gpus_of(cfg),
+        jobs=int(cfg.study.jobs),
+        need=max(1, int(cfg.train.devices)),
+        labels=[f"{s}/s{seed}" for s, seed in tasks],
+        say=echo,
+    )
     outcomes = []
-    with ProcessPoolExecutor(int(cfg.study.jobs), mp_context=ctx) as pool:
-        futures = [pool.submit(_run_in_child, cfg_dict, s, seed, args, stream) for s, seed in tasks]
-        for (system, seed), f in zip(tasks, futures, strict=True):
-            try:
-                outcomes.append(f.result())
-            except Exception as e:  # a run process died (killed by the OS, ...): resume reruns it
-                print(
-                    f"[study] {system}/s{seed}: run process died ({e}); rerun to resume", flush=True
-                )
-                outcomes.append((dict.fromkeys(("train", "enhance", "evaluate"), "crashed"), []))
+    for (system, seed), (ok, res) in zip(tasks, results, strict=True):
+        if ok:
+            outcomes.append(res)
+            continue
+        # The run process died (killed by the OS, ...): its records say where resume starts.
+        echo(f"[study] {system}/s{seed}: {res}; rerun to resume")
+        outcomes.append((dict.fromkeys(("train", "enhance", "evaluate"), "crashed"), []))
+    return outcomes
+
+
+def _status(record: Path) -> str:
+    return (files.read_json(record) or {}).get("status", "missing")
+
+
+def _run_slurm(cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo) -> list:
+    """Submit the unfinished runs as one SLURM job array; the finished ones keep their status."""
+    from bsmamba.study import launchers
+    from bsmamba.study.lock import describe, holder
+
+    outcomes, todo = [], []
+    for system, seed in tasks:
+        rdir = sdir / system / f"s{seed}"
+        st = {k: _status(rdir / "stages" / f"{k}.json") for k in ("train", "enhance", "evaluate")}
+        who = holder(rdir)
+        if st["evaluate"] == DONE or st["train"] == SKIPPED:
+            outcomes.append((st, []))
+        elif who is not None:  # a job of an earlier submission is running it
+            echo(f"[study] {system}/s{seed}: running elsewhere, {describe(who)}")
+            outcomes.append((dict.fromkeys(st, RUNNING_ELSEWHERE), []))
+        else:
+            todo.append((system, seed))
+            outcomes.append((dict.fromkeys(st, SUBMITTED), []))
+    if not todo:
+        return outcomes
+    executor = launchers.slurm_executor(cfg, sdir / "slurm", len(todo))
+    jobs = launchers.submit(executor, config.to_dict(cfg), todo, args)
+    for (system, seed), job in zip(todo, jobs, strict=True):
+        echo(f"[study] {system}/s{seed:<7} submitted as SLURM job {job.job_id}")
+    echo(
+        f"[study] {len(jobs)} run(s) submitted; when they are done, `bsmamba report {sdir}` "
+        "builds the table (rerunning this command submits only what is not finished)"
+    )
     return outcomes
 
 
@@ -372,7 +502,20 @@ _FREE_TO_CHANGE = (
     "study.examples",
     "study.bootstrap",
     "study.jobs",
+    "study.launcher",
+    "study.gpus",
+    "study.slurm_",
 )
+
+
+def _local_slots(cfg: DictConfig) -> tuple[int, bool]:
+    """(runs at a time here, whether they run in child processes): ``study.jobs``, or one run
+    per ``train.devices`` GPUs when 0; GPUs are pinned in children, so any GPU means children."""
+    from bsmamba.study import launchers
+
+    gpus = launchers._gpus_of(cfg)
+    slots = launchers.concurrency(len(gpus), int(cfg.study.jobs), max(1, int(cfg.train.devices)))
+    return slots, slots > 1 or bool(gpus)
 
 
 def _changed_since_last_run(sdir: Path, cfg: DictConfig, root: Path) -> list[str]:
@@ -423,14 +566,26 @@ def run_study(
     ``study.jobs > 1`` the run processes print theirs to ``child_stream`` ("stdout", "stderr" or
     None for silence).
     """
-    import torch
+    from bsmamba.study.lock import FolderLock
 
     sdir = study_dir(cfg)
+    for s in cfg.study.systems:
+        run_config(cfg, s, 0, sdir)  # validates system names before any work
+    if cfg.study.launcher not in LAUNCHERS:
+        raise ValueError(
+            f"study.launcher={cfg.study.launcher!r} is not one of {', '.join(LAUNCHERS)}"
+        )
+    root = _resolve_data(cfg)
+    # One study at a time per folder: a second one would race this one's records.
+    with FolderLock(sdir, what="study"):
+        return _run_study_locked(cfg, sdir, root, report, echo, child_stream)
+
+
+def _run_study_locked(cfg, sdir, root, report, echo, child_stream) -> dict:
+    import torch
+
     systems = list(cfg.study.systems)
     seeds = [int(cfg.train.seed) + i for i in range(int(cfg.study.seeds))]
-    for s in systems:
-        run_config(cfg, s, 0, sdir)  # validates system names before any work
-    root = _resolve_data(cfg)
     warnings = (files.read_json(sdir / "study.json") or {}).get("warnings", [])
     for line in _changed_since_last_run(sdir, cfg, root):
         echo(f"[study] warning: {line}")
@@ -458,7 +613,8 @@ def run_study(
             "train_budget_s": cfg.train.max_time_s,
             "train_max_steps": cfg.train.max_steps,
             "train_threads": cfg.train.threads,
-            "jobs": cfg.study.jobs,
+            "jobs": _local_slots(cfg)[0] if cfg.study.launcher == "local" else None,
+            "launcher": cfg.study.launcher,
             "config": config.to_dict(cfg),
             "warnings": warnings,
         },
@@ -496,16 +652,21 @@ def run_study(
     tasks = [(system, seed) for system in systems for seed in seeds]
     args = (sdir, clean_dir, noisy_dir, only_abl3)
     runs: dict[str, dict] = {}
-    if int(cfg.study.jobs) <= 1:
+    if cfg.study.launcher == "slurm":
+        outcomes = _run_slurm(cfg, tasks, args, sdir, echo)
+    elif not _local_slots(cfg)[1]:
         outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
     else:
-        outcomes = _run_parallel(cfg, tasks, args, child_stream)
+        outcomes = _run_local(cfg, tasks, args, child_stream, echo)
     for (system, seed), (statuses, done_now) in zip(tasks, outcomes, strict=True):
         runs.setdefault(system, {})[str(seed)] = statuses
         computed.extend(done_now)
 
+    in_flight = any(
+        st["evaluate"] in (SUBMITTED, RUNNING_ELSEWHERE) for r in runs.values() for st in r.values()
+    )
     results = None
-    if report:
+    if report and not in_flight:  # with runs in flight, `bsmamba report` once they are done
         from bsmamba.study import report as report_mod
 
         results = report_mod.build(sdir)
@@ -550,7 +711,8 @@ def main(args: argparse.Namespace) -> int:
         f"{s}/s{seed}"
         for s, by_seed in out["runs"].items()
         for seed, st in by_seed.items()
-        if st["evaluate"] != DONE and st["train"] != SKIPPED  # skipped by choice: not a failure
+        # skipped by choice, queued or running in another process: not a failure
+        if st["evaluate"] not in (DONE, SUBMITTED, RUNNING_ELSEWHERE) and st["train"] != SKIPPED
     ]
     if bad:  # the report is written all the same; the exit status tells scripts
         print(f"[study] not finished: {', '.join(bad)} (see report.md)", file=sys.stderr)

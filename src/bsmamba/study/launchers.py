@@ -1,0 +1,280 @@
+"""Where a study's runs execute: a local pool (one run per GPU) or a SLURM job array (submitit).
+
+Local (``study.launcher=local``): each system x seed runs in its own spawned process. On a
+machine with G GPUs, G runs at a time by default, each pinned to its own GPU through
+``CUDA_VISIBLE_DEVICES`` (set in the child before anything touches CUDA); a run with
+``train.devices=k`` takes k of them. Children die with the study: ``PR_SET_PDEATHSIG`` on Linux
+(the kernel sends SIGKILL when the parent dies, ``kill -9`` included), and a watchdog thread
+that compares ``os.getppid()`` elsewhere.
+
+SLURM (``study.launcher=slurm``): every unfinished system x seed becomes one task of a job
+array submitted through submitit; the study folder stays the one source of truth (each job
+writes the same stage records a local run does; rerunning the command submits only what is not
+finished). A run with ``train.devices=k`` / ``train.num_nodes=n`` asks SLURM for k tasks (one
+per GPU) on each of n nodes, and Lightning reads the SLURM environment for DDP.
+
+This module imports nothing heavy at the top: a child imports it before it pins its GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+# ----------------------------------------------------------------------------- children die
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die when ``parent_pid`` (its parent) does, however the parent ends.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); if the
+    parent died before the call, ``getppid`` has changed already and we exit now. Elsewhere a
+    daemon thread polls ``getppid`` once a second.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent is gone already (before prctl took effect)
+        os._exit(1)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _preexec_die_with_parent() -> None:
+    """``subprocess`` preexec_fn: the child (e.g. torchrun) dies with the process starting it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+# ----------------------------------------------------------------------------- GPU assignment
+def visible_gpus(explicit: list | None = None, env: str | None = None, count: int = 0) -> list:
+    """The GPU ids a study may use, as strings: ``explicit`` (``study.gpus``) if given, else the
+    parent's ``CUDA_VISIBLE_DEVICES`` (``env``; ids or UUIDs), else ``0 .. count-1``."""
+    if explicit:
+        return [str(g).strip() for g in explicit]
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    return [str(i) for i in range(count)]
+
+
+def concurrency(n_gpus: int, jobs: int, per_run: int) -> int:
+    """Runs at a time: ``study.jobs`` when set (> 0), else one run per ``per_run`` GPUs (at
+    least 1; 1 on a machine without GPUs). GPUs cap it: a run never shares its GPUs."""
+    if n_gpus:
+        fit = max(1, n_gpus // max(1, per_run))
+        return min(jobs, fit) if jobs > 0 else fit
+    return max(1, jobs)
+
+
+def take(free: list, want: int) -> list | None:
+    """The first ``want`` of the ``free`` GPUs (kept in order), or None when too few are free;
+    ``want == 0`` (a CPU run) takes none."""
+    if want > len(free):
+        return None
+    return list(free[:want])
+
+
+def _gpus_of(cfg) -> list:
+    """GPUs the local pool pins runs to: none when training is on the CPU."""
+    if cfg.train.device in ("cpu", "mps"):
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cfg.study.gpus or env is not None:
+        return visible_gpus(list(cfg.study.gpus), env)
+    import torch
+
+    return visible_gpus(count=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def worker_info(launcher: str) -> dict[str, Any]:
+    """Who runs this run: host, pid, the GPUs it was given, the SLURM job when there is one."""
+    info: dict[str, Any] = {
+        "launcher": launcher,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "gpus": None,
+    }
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        info["gpus"] = [g for g in cvd.split(",") if g]
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        info["job_id"] = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    elif os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        info["job_id"] = os.environ.get("SLURM_JOB_ID") or os.environ["SUBMITIT_LOCAL_JOB_ID"]
+    return info
+
+
+# ----------------------------------------------------------------------------- local pool
+def _child(conn, parent_pid: int, gpus: list | None, fn, args: tuple) -> None:
+    """Entry of a pool process: die with the parent, pin the GPUs, run ``fn(*args)``."""
+    die_with_parent(parent_pid)
+    if gpus is not None:  # before anything in this process initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    try:
+        out = (True, fn(*args))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which goes on
+        out = (False, f"{type(e).__name__}: {e}")
+    conn.send(out)
+    conn.close()
+
+
+def run_pool(
+    tasks: list, fn, *, gpus: list, jobs: int, need: int = 1, labels=None, say=print
+) -> list[tuple[bool, Any]]:
+    """Run ``fn(*task)`` for every task in spawned processes; ``[(ok, result or error)]``.
+
+    ``gpus``: ids to pin runs to ([] = CPU runs, ``jobs`` at a time); ``need``: GPUs per run;
+    ``labels``: a name per task for the "GPU n" progress line. A process that dies without an
+    answer (killed by the OS) gives ``(False, "run process died ...")``.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    if gpus and need > len(gpus):
+        raise ValueError(
+            f"train.devices={need} needs {need} GPUs per run, and the study sees {len(gpus)} "
+            f"({','.join(gpus)}); set train.devices to at most {len(gpus)} or study.gpus"
+        )
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    slots = concurrency(len(gpus), jobs, need)
+    free, pending = list(gpus), list(enumerate(tasks))
+    running: dict[Any, tuple[int, Any, list | None, Any]] = {}  # sentinel -> (i, proc, gpus, conn)
+    results: list[tuple[bool, Any]] = [(False, "not run")] * len(tasks)
+    while pending or running:
+        while pending and len(running) < slots:
+            mine = take(free, need) if gpus else None
+            if gpus and mine is None:
+                break
+            i, task = pending.pop(0)
+            if mine:
+                free = [g for g in free if g not in mine]
+                label = labels[i] if labels else str(i)
+                say(f"[study] {label:<14} on GPU {','.join(mine)}")
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(send, os.getpid(), mine, fn, tuple(task)))
+            proc.start()
+            send.close()  # the child holds the only write end: EOF when it dies
+            running[proc.sentinel] = (i, proc, mine, recv)
+        for sentinel in wait(list(running)):
+            i, proc, mine, recv = running.pop(sentinel)
+            try:
+                results[i] = recv.recv() if recv.poll() else (False, None)
+            except EOFError:
+                results[i] = (False, None)
+            proc.join()
+            if results[i] == (False, None):
+                results[i] = (False, f"run process died (exit status {proc.exitcode})")
+            recv.close()
+            if mine:
+                free = [g for g in gpus if g in free or g in mine]  # back in their order
+    return results
+
+
+# ----------------------------------------------------------------------------- SLURM
+try:  # optional: pip install "bsmamba[cluster]"
+    from submitit.helpers import Checkpointable as _Requeueable
+except ImportError:  # pragma: no cover - the slurm launcher says how to install it
+    _Requeueable = object
+
+
+class StudyJob(_Requeueable):
+    """One system x seed as a submitit job: ``StudyJob()(cfg_dict, system, seed, args)``.
+
+    Every task of the job (one per GPU and node) trains (DDP through Lightning's SLURM
+    environment); rank 0 alone writes the stage records and enhances and scores. On a time
+    limit submitit calls ``checkpoint`` and requeues the same call, which resumes the run from
+    its ``last.ckpt`` (training checkpoints every ``train.ckpt_every_n_steps`` steps).
+    """
+
+    def __call__(self, cfg_dict: dict, system: str, seed: int, args: tuple):
+        from bsmamba.study import runner
+
+        rank = int(os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID", 0)))
+        if rank != 0:  # the other DDP ranks only train; rank 0 records
+            return runner.train_only(cfg_dict, system, seed, args)
+        return runner.run_in_process(cfg_dict, system, seed, args, "stdout", "slurm")
+
+
+def slurm_parameters(cfg, n_runs: int) -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` of a study: one array task per run, each with
+    ``train.devices`` GPUs (and as many tasks) on each of ``train.num_nodes`` nodes."""
+    s, t = cfg.study, cfg.train
+    gpus = max(1, int(t.devices))
+    params: dict[str, Any] = {
+        "job_name": f"bsmamba-{s.recipe}",
+        "time": int(s.slurm_time_min),
+        "nodes": int(t.num_nodes),
+        "ntasks_per_node": gpus,
+        "gpus_per_node": gpus,
+        "cpus_per_task": int(s.slurm_cpus_per_gpu),
+        "mem": f"{int(s.slurm_mem_gb)}GB",
+        "array_parallelism": max(1, min(n_runs, int(s.slurm_parallel) or n_runs)),
+        "signal_delay_s": 120,  # time to write last.ckpt's successor before the limit
+    }
+    for key in ("partition", "account", "qos", "constraint"):
+        value = s[f"slurm_{key}"]
+        if value:
+            params[key] = str(value)
+    if s.slurm_setup:
+        params["setup"] = [str(line) for line in s.slurm_setup]
+    return params
+
+
+def slurm_executor(cfg, folder, n_runs: int):
+    """A ``submitit.SlurmExecutor`` for the study's jobs (logs and pickles in ``folder``)."""
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError(
+            "study.launcher=slurm needs submitit: pip install 'bsmamba[cluster]'"
+        ) from None
+    try:
+        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=20)
+    except RuntimeError as e:  # no srun on this machine
+        raise ValueError(f"study.launcher=slurm: {e} (run the study on a SLURM login node)") from e
+    executor.update_parameters(**slurm_parameters(cfg, n_runs))
+    return executor
+
+
+def submit(executor, cfg_dict: dict, tasks: list, args: tuple) -> list:
+    """Submit one ``StudyJob`` per (system, seed) task through ``executor``: a job array on
+    SLURM (``executor.batch()``), one process each with submitit's local executor."""
+    job = StudyJob()
+    with executor.batch():
+        jobs = [executor.submit(job, cfg_dict, system, seed, args) for system, seed in tasks]
+    return jobs
+
+
+__all__ = [
+    "StudyJob",
+    "concurrency",
+    "die_with_parent",
+    "run_pool",
+    "slurm_executor",
+    "slurm_parameters",
+    "submit",
+    "take",
+    "visible_gpus",
+    "worker_info",
+]
