@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -108,3 +109,132 @@ def test_pool_without_gpus_runs_jobs_at_a_time_and_survives_a_failure(tmp_path):
 def test_a_run_needing_more_gpus_than_there_are_is_refused_before_work():
     with pytest.raises(ValueError, match="train.devices=3 needs 3 GPUs per run"):
         launchers.run_pool([("a",)], fail, gpus=["0", "1"], jobs=0, need=3)
+
+
+# ----------------------------------------------------------------------------- SLURM (submitit)
+submitit = pytest.importorskip("submitit")  # in the `test` and `cluster` extras
+
+
+def _descendants(pid: int) -> set[int]:
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    kids[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in kids.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def slurm_study(tmp_path_factory):
+    """The smoke study through the slurm launcher's code path with submitit's local executor
+    (real subprocesses): one job is killed half-way, the rerun resubmits only it."""
+    import signal
+
+    from bsmamba.study import report, runner
+    from bsmamba.study.lock import holder
+
+    out = tmp_path_factory.mktemp("slurm") / "study"
+    overrides = ["study.recipe=smoke", "study.systems=[modified,abl1]", f"study.out={out}"]
+    cfg = runner.study_config(None, [*overrides, "study.launcher=slurm"])
+
+    def executor():
+        ex = submitit.LocalExecutor(folder=str(out / "slurm"))
+        ex.update_parameters(timeout_min=10)
+        return ex
+
+    first = runner.run_study(cfg, executor=executor(), echo=lambda _: None)
+    assert first["results"] is None  # runs in flight: no report yet
+    assert {st["train"] for r in first["runs"].values() for st in r.values()} == {"submitted"}
+    by_run = dict(zip(["modified/s0", "abl1/s0"], first["jobs"], strict=True))
+    # Kill abl1's job half-way: once its run is locked and training has written a record of
+    # its progress (the run dir's config), SIGKILL the task process, as a node failure would.
+    run = out / "abl1" / "s0"
+    _wait_for(lambda: holder(run) and (run / "config.yaml").exists(), 300, "abl1 training")
+    for pid in _descendants(int(by_run["abl1/s0"].job_id)):
+        os.kill(pid, signal.SIGKILL)
+    assert by_run["modified/s0"].result() is not None  # the other job finishes
+    _wait_for(lambda: by_run["abl1/s0"].done(), 60, "the killed job to end")
+    assert not (run / "stages" / "evaluate.json").exists()  # killed before it was scored
+    second = runner.run_study(cfg, executor=executor(), echo=lambda _: None)
+    assert len(second["jobs"]) == 1  # only the unfinished run is submitted again
+    second["jobs"][0].result()
+    return out, cfg, second, report.build(out)
+
+
+def test_slurm_jobs_write_the_studys_records_and_resubmit_only_what_is_unfinished(slurm_study):
+    out, _, second, doc = slurm_study
+    assert second["runs"]["modified"]["0"]["evaluate"] == "done"
+    assert second["runs"]["abl1"]["0"]["evaluate"] == "submitted"
+    for s in ("modified", "abl1"):
+        for stage in ("train", "enhance", "evaluate"):
+            rec = json.loads((out / s / "s0" / "stages" / f"{stage}.json").read_text())
+            assert rec["status"] == "done", (s, stage)
+        worker = json.loads((out / s / "s0" / "stages" / "train.json").read_text())["worker"]
+        assert worker["launcher"] == "slurm" and worker["job_id"]
+    abl1 = json.loads((out / "abl1" / "s0" / "stages" / "train.json").read_text())["worker"]
+    assert abl1["job_id"] == str(second["jobs"][0].job_id)  # trained by the resubmitted job
+    assert doc["systems"] == ["modified", "abl1"] and (out / "report.md").exists()
+
+
+def test_slurm_submission_is_one_array_task_per_unfinished_run(slurm_study, tmp_path):
+    """The real ``submitit.SlurmExecutor`` through the CLI, with ``sbatch`` and ``srun``
+    stand-ins on PATH that keep the script (no cluster here): its parameters come from the
+    config, and every unfinished system x seed is one task of the array."""
+    import pickle
+    import subprocess
+    import sys
+
+    out, _, _, _ = slurm_study
+    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch.sh"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    sbatch = f'#!/bin/sh\ncp "$1" {record}\necho "Submitted batch job 4242"\n'
+    (bin_dir / "sbatch").write_text(sbatch)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    for s in ("modified", "abl1"):  # both runs lose their scores: both are unfinished again
+        (out / s / "s0" / "stages" / "evaluate.json").unlink()
+    cmd = [sys.executable, "-m", "bsmamba.cli", "study", "--recipe", "smoke", "--out", str(out)]
+    cmd += ["--systems", "modified,abl1", "study.launcher=slurm", "study.slurm_partition=gpu"]
+    cmd += ["study.slurm_time_min=600", "study.slurm_mem_gb=48", "study.slurm_cpus_per_gpu=6"]
+    cmd += ["train.devices=2", "train.num_nodes=2", "study.slurm_setup=[module load cuda]"]
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert re.search(r"modified/s0\s+submitted as SLURM job 4242_0", res.stdout)
+    assert re.search(r"abl1/s0\s+submitted as SLURM job 4242_1", res.stdout)
+
+    script = record.read_text()
+    flags = dict(
+        line[len("#SBATCH --") :].split("=", 1) for line in script.splitlines()
+        if line.startswith("#SBATCH --") and "=" in line
+    )  # fmt: skip
+    assert flags["array"] == "0-1%2" and flags["partition"] == "gpu"
+    assert flags["time"] == "600" and flags["mem"] == "48GB" and flags["cpus-per-task"] == "6"
+    # DDP inside a run: one task per GPU on each node; Lightning reads SLURM's environment.
+    assert flags["nodes"] == "2" and flags["gpus-per-node"] == "2"
+    assert flags["ntasks-per-node"] == "2" and flags["signal"] == "USR2@120"
+    assert "module load cuda" in script and "submitit.core._submit" in script
+    # Each array task carries one (system, seed) call of StudyJob.
+    calls = []
+    for i in (0, 1):
+        with open(out / "slurm" / f"4242_{i}_submitted.pkl", "rb") as f:
+            delayed = pickle.load(f)
+        assert type(delayed.function).__name__ == "StudyJob"
+        calls.append(delayed.args[1:3])
+    assert calls == [("modified", 0), ("abl1", 0)]

@@ -46,8 +46,8 @@ class FolderLock:
         except BlockingIOError:
             os.close(fd)
             raise FolderLocked(
-                f"{self.path.parent} is in use: {describe(holder(self.path.parent))}; wait for "
-                f"it to finish or stop it (a {self.what} that died leaves no lock behind)"
+                f"{self.path.parent} is in use by {describe(holder(self.path.parent))}; wait "
+                f"for it to finish or stop it (a process that dies leaves no lock behind)"
             ) from None
         except OSError as e:  # no lock support on this file system
             warnings.warn(f"cannot lock {self.path} ({e}); running unlocked", stacklevel=2)
@@ -103,7 +103,7 @@ def holder(folder: str | Path) -> dict | None:
 def describe(who: dict | None) -> str:
     """'pid 123 on host h since 2026-..T..: bsmamba study ...' (or what is known of it)."""
     if not who:
-        return "held by another process (identity not written yet)"
+        return "another process (identity not written yet)"
     parts = [f"pid {who.get('pid', '?')} on host {who.get('host', '?')}"]
     if who.get("job_id"):
         parts.append(f"job {who['job_id']}")

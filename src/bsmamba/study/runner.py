@@ -463,7 +463,9 @@ def _status(record: Path) -> str:
     return (files.read_json(record) or {}).get("status", "missing")
 
 
-def _run_slurm(cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo) -> list:
+def _run_slurm(
+    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, executor=None
+) -> tuple[list, list]:
     """Submit the unfinished runs as one SLURM job array; the finished ones keep their status."""
     from bsmamba.study import launchers
     from bsmamba.study.lock import describe, holder
@@ -476,22 +478,23 @@ def _run_slurm(cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo) -> l
         if st["evaluate"] == DONE or st["train"] == SKIPPED:
             outcomes.append((st, []))
         elif who is not None:  # a job of an earlier submission is running it
-            echo(f"[study] {system}/s{seed}: running elsewhere, {describe(who)}")
+            echo(f"[study] {f'{system}/s{seed}':<14} running elsewhere: {describe(who)}")
             outcomes.append((dict.fromkeys(st, RUNNING_ELSEWHERE), []))
         else:
             todo.append((system, seed))
             outcomes.append((dict.fromkeys(st, SUBMITTED), []))
     if not todo:
-        return outcomes
-    executor = launchers.slurm_executor(cfg, sdir / "slurm", len(todo))
+        return outcomes, []
+    if executor is None:
+        executor = launchers.slurm_executor(cfg, sdir / "slurm", len(todo))
     jobs = launchers.submit(executor, config.to_dict(cfg), todo, args)
     for (system, seed), job in zip(todo, jobs, strict=True):
-        echo(f"[study] {system}/s{seed:<7} submitted as SLURM job {job.job_id}")
+        echo(f"[study] {f'{system}/s{seed}':<14} submitted as SLURM job {job.job_id}")
     echo(
         f"[study] {len(jobs)} run(s) submitted; when they are done, `bsmamba report {sdir}` "
         "builds the table (rerunning this command submits only what is not finished)"
     )
-    return outcomes
+    return outcomes, jobs
 
 
 # ----------------------------------------------------------------------------- the study
@@ -556,15 +559,22 @@ def _print(line: str) -> None:
 
 
 def run_study(
-    cfg: DictConfig, *, report: bool = True, echo=_print, child_stream: str | None = "stdout"
+    cfg: DictConfig,
+    *,
+    report: bool = True,
+    echo=_print,
+    child_stream: str | None = "stdout",
+    executor=None,
 ) -> dict:
     """Run (or resume) the study of ``cfg`` (build it with :func:`study_config`).
 
     Returns ``{"study_dir", "runs": {system: {seed: {stage: status}}}, "computed": [...],
     "results": <report.build(...) or None>}``; ``computed`` lists the stages that ran now
-    (empty on a rerun of a finished study). ``echo`` prints progress lines; with
-    ``study.jobs > 1`` the run processes print theirs to ``child_stream`` ("stdout", "stderr" or
-    None for silence).
+    (empty on a rerun of a finished study). ``echo`` prints progress lines; run processes
+    print theirs to ``child_stream`` ("stdout", "stderr" or None for silence). With
+    ``study.launcher=slurm`` the unfinished runs are submitted (status ``submitted``) through
+    ``executor`` (default: a ``submitit.SlurmExecutor``; tests pass ``submitit.LocalExecutor``),
+    the submitit jobs are under ``"jobs"``, and the report waits for ``bsmamba report``.
     """
     from bsmamba.study.lock import FolderLock
 
@@ -578,10 +588,10 @@ def run_study(
     root = _resolve_data(cfg)
     # One study at a time per folder: a second one would race this one's records.
     with FolderLock(sdir, what="study"):
-        return _run_study_locked(cfg, sdir, root, report, echo, child_stream)
+        return _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor)
 
 
-def _run_study_locked(cfg, sdir, root, report, echo, child_stream) -> dict:
+def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> dict:
     import torch
 
     systems = list(cfg.study.systems)
@@ -652,8 +662,9 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream) -> dict:
     tasks = [(system, seed) for system in systems for seed in seeds]
     args = (sdir, clean_dir, noisy_dir, only_abl3)
     runs: dict[str, dict] = {}
+    jobs: list = []
     if cfg.study.launcher == "slurm":
-        outcomes = _run_slurm(cfg, tasks, args, sdir, echo)
+        outcomes, jobs = _run_slurm(cfg, tasks, args, sdir, echo, executor)
     elif not _local_slots(cfg)[1]:
         outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
     else:
@@ -672,7 +683,13 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream) -> dict:
         results = report_mod.build(sdir)
         echo(report_mod.table_text(results))
         echo(f"[study] report: {sdir / 'report.md'}")
-    return {"study_dir": str(sdir), "runs": runs, "computed": computed, "results": results}
+    return {
+        "study_dir": str(sdir),
+        "runs": runs,
+        "computed": computed,
+        "results": results,
+        "jobs": jobs,
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
