@@ -238,3 +238,61 @@ def test_slurm_submission_is_one_array_task_per_unfinished_run(slurm_study, tmp_
         assert type(delayed.function).__name__ == "StudyJob"
         calls.append(delayed.args[1:3])
     assert calls == [("modified", 0), ("abl1", 0)]
+
+
+_SRUN = """#!/bin/bash
+# srun on one node: SLURM_NTASKS_PER_NODE tasks of "$@", each with its own rank variables
+pids=()
+for ((i = 0; i < SLURM_NTASKS_PER_NODE; i++)); do
+    SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NODEID=0 "$@" &
+    pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
+def test_the_documented_sbatch_example_trains_ddp_under_slurms_environment(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_train_run import make_dataset, tiny
+
+    doc = (Path(__file__).parents[1] / "docs" / "study.md").read_text()
+    block = doc.split("### One training run on many nodes", 1)[1].split("```bash", 1)[1]
+    block = block.split("```", 1)[0]
+    assert "#SBATCH --ntasks-per-node=4" in block and "#SBATCH --gpus-per-node=4" in block
+    (line,) = [ln for ln in block.splitlines() if ln.startswith("srun ")]
+    data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
+    extra = tiny(data, out, "train.max_steps=3", "train.epochs=2", "model.dim=8")
+    extra.append("train.device=cpu")
+    line = line.replace("srun bsmamba ", f"srun {sys.executable} -m bsmamba.cli ", 1)
+    line += " " + " ".join(extra)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "bsmamba-abl3",
+        "SLURM_NODELIST": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    env = {**os.environ, **slurm, "DATA": str(data), "OMP_NUM_THREADS": "1"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    res = subprocess.run(
+        ["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["steps"] == 3
+    assert results["ddp"]["in_sync"] and len(results["ddp"]["weights_sha256"]) == 2
