@@ -179,7 +179,7 @@ def describe(event: dict[str, Any]) -> str:
 
     if event["event"] == "plan":
         return (
-            f"memory plan ({event['device']}, batch {event['batch_size']}): "
+            f"memory plan ({event['device']}, batch {event['batch_size']}): predicted "
             f"{fmt_bytes(event['needed_bytes'])} needed, budget {fmt_bytes(event['budget_bytes'])}"
             f": {event['verdict'].replace('_', ' ')}"
         )

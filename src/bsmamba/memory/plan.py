@@ -459,17 +459,22 @@ def max_batch(
     Returns ``max_batch_size`` (0 when even batch 1 does not fit) and ``by_batch``: the
     predicted bytes (verdict basis, so with the CUDA context on CUDA) of every batch tried.
     """
-    budget_bytes = parse_bytes(budget)
-    extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
     tried: dict[int, int] = {}
+    best = _largest(model_kwargs, segment_s, parse_bytes(budget), device, limit, tried)
+    return {"max_batch_size": best, "by_batch": {str(k): v for k, v in sorted(tried.items())}}
+
+
+def _largest(kwargs, segment_s, budget_bytes: int, device: str, limit: int, tried: dict) -> int:
+    """Largest batch fitting ``budget_bytes``; ``tried`` caches predictions (batch -> bytes)."""
+    extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
 
     def fits(b: int) -> bool:
         if b not in tried:
-            tried[b] = predict(model_kwargs, b, segment_s, device)["peak_bytes"] + extra
+            tried[b] = predict(kwargs, b, segment_s, device)["peak_bytes"] + extra
         return tried[b] <= budget_bytes
 
     if not fits(1):
-        return {"max_batch_size": 0, "by_batch": {"1": tried[1]}}
+        return 0
     fits(2)
     slope = max(1, tried[2] - tried[1])
     b = max(1, min(limit, 1 + (budget_bytes - tried[1]) // slope))
@@ -477,7 +482,76 @@ def max_batch(
         b = max(1, min(b - 1, int(b * budget_bytes / tried[b])))
     while b < limit and fits(b + 1):
         b += 1
-    return {"max_batch_size": int(b), "by_batch": {str(k): v for k, v in sorted(tried.items())}}
+    return int(b)
+
+
+# Common GPU memory sizes (GiB): 11 (1080 Ti, 2080 Ti), 16 (V100, T4), 24 (3090, 4090, A10,
+# L4), 40 (A100-40G), 80 (A100-80G, H100).
+CARDS_GIB = (11, 16, 24, 40, 80)
+
+
+def card_table(
+    configs: dict[str, dict[str, Any]],
+    segment_s: float,
+    cards_gib: tuple[float, ...] = CARDS_GIB,
+    device: str = "cuda",
+) -> dict[str, dict[str, Any]]:
+    """The largest training batch of every config (name -> model kwargs) on every card size.
+
+    A trace costs time in proportion to the batch (about 1.3 s per item for abl3 at 2 s on one
+    core), so large batches are not traced one by one: the peak is affine in the batch size
+    (activations grow with it, parameters and optimizer state do not), and traces at batch 1
+    and 4 give the line; batch 2 checks it (``line_error``: its relative distance from the
+    line). On CUDA the context is added, an estimate without a GPU. Returns ``{name:
+    {"by_card": {"24GiB": {"max_batch_size", "predicted_bytes"}}, "bytes_per_item",
+    "fixed_bytes", "line_error", "device", "segment_s", "verdict_basis", "estimate"}}``.
+    """
+    device = _check_device(device)
+    extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    out: dict[str, dict[str, Any]] = {}
+    for name, kwargs in configs.items():
+        p = {b: predict(kwargs, b, segment_s, device)["peak_bytes"] + extra for b in (1, 2, 4)}
+        slope = (p[4] - p[1]) / 3
+        fixed = p[1] - slope
+        by_card = {}
+        for gib in cards_gib:
+            b = max(0, int((gib * 2**30 - fixed) // slope)) if slope > 0 else 0
+            by_card[f"{gib:g}GiB"] = {
+                "max_batch_size": b,
+                "predicted_bytes": int(fixed + slope * b) if b else None,
+            }
+        out[name] = {
+            "by_card": by_card,
+            "bytes_per_item": int(slope),
+            "fixed_bytes": int(fixed),
+            "line_error": abs(p[2] - (fixed + 2 * slope)) / p[2],
+            "device": device,
+            "segment_s": segment_s,
+            "verdict_basis": "predicted",
+            "estimate": device == "cuda" and not torch.cuda.is_available(),
+        }
+    return out
+
+
+def card_configs(current: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every preset, and each Mamba one again at the plan's earlier settings (4 layers,
+    d_state 16: the ones that ran out of memory at batch 5), with ``current``'s stft, scan
+    backend and checkpointing."""
+    from bsmamba.presets import EARLIER, PRESETS
+
+    configs = {}
+    for name in PRESETS:
+        kwargs = _preset_kwargs(name, current)
+        configs[name] = kwargs
+        if kwargs["mixer"] != "lstm":
+            configs[_earlier_name(name)] = {**kwargs, **EARLIER}
+    return configs
+
+
+def _earlier_name(preset: str) -> str:
+    from bsmamba.presets import EARLIER
+
+    return f"{preset} earlier ({', '.join(f'{k}={v}' for k, v in EARLIER.items())})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +569,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-measure", action="store_true", help="predict only (skip the real step)"
     )
+    parser.add_argument(
+        "--cards",
+        nargs="?",
+        const=",".join(str(c) for c in CARDS_GIB),
+        default=None,
+        metavar="GIB,GIB,...",
+        help="largest batch of --preset (every preset with --all), and at the plan's earlier "
+        "settings, per card size in GiB (default "
+        f"{','.join(str(c) for c in CARDS_GIB)}); predicted, on cuda unless --device",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (schema kind 'plan')")
 
 
@@ -510,10 +594,26 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
-    device = args.device or cfg.memory.device or "cpu"
-    presets = list(PRESETS) if args.all else [cfg.model.preset]
     base = config.model_kwargs(cfg)
     overridden = {k: v for k, v in base.items() if k != "preset"}
+    if args.cards is not None:
+        cards = tuple(_card_sizes(args.cards))
+        from bsmamba.presets import EARLIER
+
+        if args.all:
+            configs = card_configs(overridden)
+        else:  # --preset with its own overrides (e.g. model.d_state=8)
+            configs = {cfg.model.preset: base}
+            if base["mixer"] != "lstm":
+                configs[_earlier_name(cfg.model.preset)] = {**base, **EARLIER}
+        table = card_table(configs, cfg.data.segment_s, cards, args.device or "cuda")
+        if args.json:
+            print(json.dumps(schema.document("plan", by_preset=table), indent=2))
+        else:
+            print(_render_cards(table, cards))
+        return 0
+    device = args.device or cfg.memory.device or "cpu"
+    presets = list(PRESETS) if args.all else [cfg.model.preset]
     results: dict[str, Any] = {}
     for name in presets:
         kwargs = base if name == cfg.model.preset else _preset_kwargs(name, overridden)
@@ -535,6 +635,39 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card_sizes(text: str) -> list[float]:
+    try:
+        sizes = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(x <= 0 for x in sizes):
+        raise ValueError(f"--cards {text!r}: write card sizes in GiB, e.g. --cards 11,16,24,40,80")
+    return sizes
+
+
+def _render_cards(table: dict[str, dict], cards: tuple[float, ...]) -> str:
+    first = next(iter(table.values()))
+    device = first["device"]
+    lines = [
+        f"largest training batch per card (predicted on {device}"
+        + (", an estimate: no CUDA here" if first["estimate"] else "")
+        + (", CUDA context included" if device == "cuda" else "")
+        + f"; {first['segment_s']} s segments; one step: forward, loss, backward, Adam; "
+        "the peak's line in the batch from traces at batch 1 and 4)"
+    ]
+    width = max(len(n) for n in table) + 2
+    head = f"{'preset':<{width}}" + "".join(f"{f'{c:g} GiB':>9}" for c in cards)
+    lines.append(head + f"{'per item':>11}{'off line':>10}")
+    for name, r in table.items():
+        cells = [r["by_card"][f"{c:g}GiB"]["max_batch_size"] for c in cards]
+        lines.append(
+            f"{name:<{width}}"
+            + "".join(f"{b:>9}" for b in cells)
+            + f"{fmt_bytes(r['bytes_per_item']):>11}{100 * r['line_error']:>9.2f}%"
+        )
+    return "\n".join(lines)
+
+
 def _preset_kwargs(name: str, current: dict) -> dict:
     """Another preset's kwargs with the same non-preset overrides (stft, scan backend) kept."""
     from bsmamba import config
@@ -544,6 +677,16 @@ def _preset_kwargs(name: str, current: dict) -> dict:
     for key in ("stft", "scan_backend", "checkpointing"):
         kwargs[key] = current[key]
     return kwargs
+
+
+def verdict_text(r: dict[str, Any]) -> str:
+    """'fits on cuda (predicted 3.1 GiB, an estimate, vs budget 24.00 GiB)': the verdict with
+    its device, budget and basis, as every place that prints a verdict should say it."""
+    basis = r["verdict_basis"] + (", an estimate," if r.get("estimate") else "")
+    return (
+        f"{r['verdict'].replace('_', ' ')} on {r['device']} ({basis} "
+        f"{fmt_bytes(r['needed_bytes'])} vs budget {fmt_bytes(r['budget_bytes'])})"
+    )
 
 
 def _render(results: dict[str, dict]) -> str:
@@ -567,8 +710,7 @@ def _render(results: dict[str, dict]) -> str:
             f"{fmt_bytes(b['parameters_bytes']):>11}{fmt_bytes(b['gradients_bytes']):>11}"
             f"{fmt_bytes(b['optimizer_state_bytes']):>11}{fmt_bytes(b['activations_bytes']):>11}"
             f"{fmt_bytes(b['batch_bytes']):>10}  "
-            f"{r['verdict'].replace('_', ' ')} ({r['verdict_basis']} "
-            f"{fmt_bytes(r['needed_bytes'])} vs budget {fmt_bytes(r['budget_bytes'])})"
+            f"{verdict_text(r)}"
         )
         if "max_batch" in r:
             lines.append(
