@@ -186,6 +186,9 @@ def test_slurm_jobs_write_the_studys_records_and_resubmit_only_what_is_unfinishe
             assert rec["status"] == "done", (s, stage)
         worker = json.loads((out / s / "s0" / "stages" / "train.json").read_text())["worker"]
         assert worker["launcher"] == "slurm" and worker["job_id"]
+    # The submitting (login) node judged memory for the jobs' GPUs: a CUDA prediction.
+    plan = json.loads((out / "abl1" / "memory.json").read_text())["plan"]
+    assert plan["device"] == "cuda" and plan["verdict_basis"] == "predicted"
     abl1 = json.loads((out / "abl1" / "s0" / "stages" / "train.json").read_text())["worker"]
     assert abl1["job_id"] == str(second["jobs"][0].job_id)  # trained by the resubmitted job
     assert doc["systems"] == ["modified", "abl1"] and (out / "report.md").exists()

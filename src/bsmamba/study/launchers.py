@@ -211,6 +211,9 @@ class StudyJob(_Requeueable):
         from bsmamba.study import runner
 
         rank = int(os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID", 0)))
+        # bsmamba.train writes its run files on RANK 0 only; srun sets SLURM_* names instead.
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", str(rank)))
         if rank != 0:  # the other DDP ranks only train; rank 0 records
             return runner.train_only(cfg_dict, system, seed, args)
         return runner.run_in_process(cfg_dict, system, seed, args, "stdout", "slurm")

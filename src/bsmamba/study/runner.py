@@ -147,12 +147,17 @@ def _memory_stage(cfg: DictConfig) -> dict:
     from bsmamba.memory import plan as memplan
 
     b, seg = cfg.study.plan_batch_size, cfg.study.plan_segment_s
+    device = ladder.plan_device(cfg)
+    if cfg.study.launcher == "slurm" and not cfg.memory.device and cfg.train.device != "cpu":
+        # Submitted from a login node for GPU jobs: judge the jobs' device, predicted there
+        # (a CPU step at the plan's shape would cost the login node minutes and gigabytes).
+        device = "cuda"
     res = memplan.plan(
         config.model_kwargs(cfg),
         batch_size=b,
         segment_s=seg,
         budget=cfg.memory.budget,
-        device=ladder.plan_device(cfg),
+        device=device,
         measure=bool(cfg.study.plan_measure),
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
@@ -160,6 +165,7 @@ def _memory_stage(cfg: DictConfig) -> dict:
         at_plan = copy.deepcopy(cfg)
         at_plan.train.batch_size, at_plan.data.segment_s = b, seg
         at_plan.memory.check = True  # the recipe may skip the in-run check; this one is asked for
+        at_plan.memory.device = device
         try:
             fitted, events = ladder.fit(at_plan)
         except ValueError as e:  # even the last rung does not fit: a finding, not a crash
