@@ -299,3 +299,24 @@ def test_the_documented_sbatch_example_trains_ddp_under_slurms_environment(tmp_p
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and results["steps"] == 3
     assert results["ddp"]["in_sync"] and len(results["ddp"]["weights_sha256"]) == 2
+
+
+def test_a_run_on_two_devices_trains_with_ddp_under_torchrun(tmp_path):
+    """train.devices=2 in a study: the run process starts the two ranks through torchrun (CPU,
+    gloo here), not through Lightning, which would re-run the study's own command line."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "bsmamba.cli", "study", "--recipe", "smoke", "--out", str(out)]
+    cmd += ["--systems", "modified", "train.devices=2", "train.device=cpu", "study.test_limit=1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    train = json.loads((out / "modified" / "s0" / "stages" / "train.json").read_text())
+    assert train["status"] == "done" and train["results"]["world_size"] == 2
+    assert train["results"]["ddp"]["in_sync"]
+    assert (
+        json.loads((out / "modified" / "s0" / "stages" / "evaluate.json").read_text())["status"]
+        == "done"
+    )

@@ -604,7 +604,7 @@ def main(args: argparse.Namespace) -> int:
             configs = card_configs(overridden)
         else:  # --preset with its own overrides (e.g. model.d_state=8)
             configs = {cfg.model.preset: base}
-            if base["mixer"] != "lstm":
+            if base["mixer"] != "lstm" and any(base[k] != v for k, v in EARLIER.items()):
                 configs[_earlier_name(cfg.model.preset)] = {**base, **EARLIER}
         table = card_table(configs, cfg.data.segment_s, cards, args.device or "cuda")
         if args.json:

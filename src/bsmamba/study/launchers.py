@@ -59,11 +59,15 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _preexec_die_with_parent() -> None:
-    """``subprocess`` preexec_fn: the child (e.g. torchrun) dies with the process starting it."""
+    """``subprocess`` preexec_fn: the child (torchrun) ends with the process starting it.
+
+    SIGTERM, not SIGKILL: torchrun stops its worker processes on SIGTERM, and a killed torchrun
+    would leave them behind.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- GPU assignment
