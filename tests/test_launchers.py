@@ -320,3 +320,21 @@ def test_a_run_on_two_devices_trains_with_ddp_under_torchrun(tmp_path):
         json.loads((out / "modified" / "s0" / "stages" / "evaluate.json").read_text())["status"]
         == "done"
     )
+
+
+def test_slurm_launcher_without_slurm_is_refused_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"  # a PATH with python but without sbatch/srun
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    out = tmp_path / "study"
+    cmd = [str(bin_dir / "python"), "-m", "bsmamba.cli", "study", "--recipe", "smoke"]
+    cmd += ["--out", str(out), "study.launcher=slurm"]
+    res = subprocess.run(
+        cmd, env=dict(os.environ, PATH=str(bin_dir)), capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().count("\n") == 0 and "`sbatch` is not on PATH" in res.stderr
+    assert not out.exists()  # nothing was written

@@ -248,18 +248,30 @@ def slurm_parameters(cfg, n_runs: int) -> dict[str, Any]:
     return params
 
 
-def slurm_executor(cfg, folder, n_runs: int):
-    """A ``submitit.SlurmExecutor`` for the study's jobs (logs and pickles in ``folder``)."""
+def check_slurm() -> None:
+    """Raise ``ValueError`` (before any work) when SLURM jobs cannot be submitted from here."""
+    import shutil
+
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
         raise ValueError(
             "study.launcher=slurm needs submitit: pip install 'bsmamba[cluster]'"
         ) from None
-    try:
-        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=20)
-    except RuntimeError as e:  # no srun on this machine
-        raise ValueError(f"study.launcher=slurm: {e} (run the study on a SLURM login node)") from e
+    for tool in ("sbatch", "srun"):
+        if shutil.which(tool) is None:
+            raise ValueError(
+                f"study.launcher=slurm: `{tool}` is not on PATH; run the study on a SLURM login "
+                "node (or use study.launcher=local)"
+            )
+
+
+def slurm_executor(cfg, folder, n_runs: int):
+    """A ``submitit.SlurmExecutor`` for the study's jobs (logs and pickles in ``folder``)."""
+    import submitit
+
+    check_slurm()
+    executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=20)
     executor.update_parameters(**slurm_parameters(cfg, n_runs))
     return executor
 
@@ -275,6 +287,7 @@ def submit(executor, cfg_dict: dict, tasks: list, args: tuple) -> list:
 
 __all__ = [
     "StudyJob",
+    "check_slurm",
     "concurrency",
     "die_with_parent",
     "run_pool",

@@ -591,6 +591,10 @@ def run_study(
         raise ValueError(
             f"study.launcher={cfg.study.launcher!r} is not one of {', '.join(LAUNCHERS)}"
         )
+    if cfg.study.launcher == "slurm" and executor is None:
+        from bsmamba.study.launchers import check_slurm
+
+        check_slurm()
     root = _resolve_data(cfg)
     # One study at a time per folder: a second one would race this one's records.
     with FolderLock(sdir, what="study"):
