@@ -75,6 +75,10 @@ def die(name: str) -> None:
     os._exit(3)
 
 
+def big(name: str) -> str:
+    return name * 300_000  # more than a pipe holds: the parent must read while the child sends
+
+
 def test_pool_pins_each_run_to_its_own_gpus(tmp_path):
     gpus = ["0", "1", "2", "3"]
     tasks = [(f"r{i}", str(tmp_path), 1.0) for i in range(4)]
@@ -104,6 +108,8 @@ def test_pool_without_gpus_runs_jobs_at_a_time_and_survives_a_failure(tmp_path):
     assert out == [(False, f"RuntimeError: {n} broke") for (n,) in tasks]
     out = launchers.run_pool([("x",)], die, gpus=[], jobs=2, say=lambda _: None)
     assert out == [(False, "run process died (exit status 3)")]
+    out = launchers.run_pool([("y",), ("z",)], big, gpus=[], jobs=2, say=lambda _: None)
+    assert out == [(True, "y" * 300_000), (True, "z" * 300_000)]
 
 
 def test_a_run_needing_more_gpus_than_there_are_is_refused_before_work():

@@ -151,7 +151,8 @@ def _is_report_output(out: Path, p: Path) -> bool:
     rel = p.relative_to(out).parts
     if p.name == ".lock":  # the study and run locks name their last holder
         return True
-    return rel[0] in ("report.md", "results.csv", "results.json", "plots", "audio", "study.json")
+    report = ("report.md", "report.html", "results.csv", "results.json", "plots", "audio")
+    return rel[0] in (*report, "study.json")
 
 
 def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):

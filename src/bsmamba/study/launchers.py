@@ -163,7 +163,7 @@ def run_pool(
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
     slots = concurrency(len(gpus), jobs, need)
     free, pending = list(gpus), list(enumerate(tasks))
-    running: dict[Any, tuple[int, Any, list | None, Any]] = {}  # sentinel -> (i, proc, gpus, conn)
+    running: dict[Any, tuple[int, Any, list | None]] = {}  # result pipe -> (i, process, gpus)
     results: list[tuple[bool, Any]] = [(False, "not run")] * len(tasks)
     while pending or running:
         while pending and len(running) < slots:
@@ -179,15 +179,19 @@ def run_pool(
             proc = ctx.Process(target=_child, args=(send, os.getpid(), mine, fn, tuple(task)))
             proc.start()
             send.close()  # the child holds the only write end: EOF when it dies
-            running[proc.sentinel] = (i, proc, mine, recv)
-        for sentinel in wait(list(running)):
-            i, proc, mine, recv = running.pop(sentinel)
+            running[recv] = (i, proc, mine)
+        # A pipe is ready when its child answered or died; reading it first also means a large
+        # answer never blocks a child that waits for us to read.
+        for recv in wait(list(running)):
+            i, proc, mine = running.pop(recv)
             try:
-                results[i] = recv.recv() if recv.poll() else (False, None)
+                results[i] = recv.recv()
+                proc.join(timeout=60)
+                if proc.is_alive():  # answered but stuck on its way out
+                    proc.kill()
+                    proc.join()
             except EOFError:
-                results[i] = (False, None)
-            proc.join()
-            if results[i] == (False, None):
+                proc.join()
                 results[i] = (False, f"run process died (exit status {proc.exitcode})")
             recv.close()
             if mine:
