@@ -180,6 +180,27 @@ def _fits_for_real(kw: dict, batch: int, segment: float, device: str, budget: in
         torch.cuda.empty_cache()
 
 
+def largest_batch(fits, start: int, deadline: float) -> int:
+    """The largest n with ``fits(n)``, searched from ``start`` (the prediction): galloping away
+    from it (1, 2, 4, ... steps) until the answer is bracketed, then bisecting; few real steps
+    even when the prediction is far off. ``fits(0)`` is True; past ``deadline``, the best so far.
+    """
+    if fits(start):
+        lo, step = start, 1
+        while time.monotonic() < deadline and fits(lo + step):
+            lo, step = lo + step, step * 2
+        hi = lo + step
+    else:
+        hi, step = start, 1
+        while hi - step > 0 and not fits(hi - step):
+            hi, step = hi - step, step * 2
+        lo = max(0, hi - step)
+    while hi - lo > 1 and time.monotonic() < deadline:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def max_batch_section(
     device: str, segment: float, budget: int, deadline: float, presets: list[str]
 ) -> dict:
@@ -198,21 +219,14 @@ def max_batch_section(
             gib = budget / 2**30
             pred = P.card_table({name: kw}, segment, (gib,), device)[name]
             b = predicted = pred["by_card"][f"{gib:g}GiB"]["max_batch_size"]
-            tries = {}
-            if b and not _fits_for_real(kw, b, segment, device, budget):
-                tries[b] = False
-                while b > 1 and not tries.get(b, True):  # the prediction was too optimistic
-                    b -= 1
-                    tries[b] = _fits_for_real(kw, b, segment, device, budget)
-                b = b if tries[b] else 0
-            else:
-                tries[b] = True
-                while time.monotonic() < deadline and _fits_for_real(
-                    kw, b + 1, segment, device, budget
-                ):
-                    b += 1
-                    tries[b] = True
-                tries[b + 1] = False
+            tries: dict[int, bool] = {}
+
+            def fits(n: int, kw=kw, tries=tries) -> bool:
+                if n not in tries:
+                    tries[n] = n == 0 or _fits_for_real(kw, n, segment, device, budget)
+                return tries[n]
+
+            b = largest_batch(fits, predicted, deadline)
             rows[name] = {
                 "predicted_max_batch_size": predicted,
                 "measured_max_batch_size": b,

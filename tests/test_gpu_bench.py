@@ -70,3 +70,18 @@ def test_without_a_gpu_the_real_run_says_so():
         pytest.skip("a GPU is here: the real run would start")
     res = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
     assert res.returncode == 2 and "--dry" in res.stderr and res.stdout == ""
+
+
+def test_largest_batch_search_finds_the_answer_from_any_prediction():
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    for true in (0, 1, 5, 37, 120):
+        for start in (0, 1, 4, 37, 40, 200):
+            calls: list[int] = []
+            fits = lambda n, t=true, c=calls: c.append(n) or n <= t  # noqa: E731
+            assert gpu.largest_batch(fits, start, time.monotonic() + 60) == true
+            assert len(calls) <= 2 * (abs(start - true).bit_length() + 2)  # few real steps
