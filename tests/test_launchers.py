@@ -81,7 +81,7 @@ def big(name: str) -> str:
 
 def test_pool_pins_each_run_to_its_own_gpus(tmp_path):
     gpus = ["0", "1", "2", "3"]
-    tasks = [(f"r{i}", str(tmp_path), 1.0) for i in range(4)]
+    tasks = [(f"r{i}", str(tmp_path), 2.0) for i in range(4)]
     lines: list[str] = []
     out = launchers.run_pool(
         tasks, record_env, gpus=gpus, jobs=0, need=2, labels=[t[0] for t in tasks], say=lines.append
