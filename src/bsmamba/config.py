@@ -318,7 +318,11 @@ RANGES: dict[str, str] = {
     "study.test_limit": "[0, inf)",  # 0 = the whole test set
     "study.examples": "[0, inf)",
     "study.bootstrap": "[100, inf)",  # fewer resamples give no usable 95 % interval
-    "study.jobs": "[1, inf)",
+    "study.jobs": "[0, inf)",  # 0 = one run per GPU (1 on a CPU)
+    "study.slurm_time_min": "[1, inf)",
+    "study.slurm_cpus_per_gpu": "[1, inf)",
+    "study.slurm_mem_gb": "[1, inf)",
+    "study.slurm_parallel": "[0, inf)",  # 0 = every array task at once
 }
 
 
