@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,23 +168,29 @@ def slurm_study(tmp_path_factory):
     assert first["results"] is None  # runs in flight: no report yet
     assert {st["train"] for r in first["runs"].values() for st in r.values()} == {"submitted"}
     by_run = dict(zip(["modified/s0", "abl1/s0"], first["jobs"], strict=True))
-    # Kill abl1's job half-way: once its run is locked and training has written a record of
-    # its progress (the run dir's config), SIGKILL the task process, as a node failure would.
-    run = out / "abl1" / "s0"
-    _wait_for(lambda: holder(run) and (run / "config.yaml").exists(), 300, "abl1 training")
+    # Once each run is locked and training has started (the run dir's config is written):
+    # modified's job gets SLURM's time-limit signal (USR2) and must requeue itself; abl1's job
+    # is killed with SIGKILL, as a node failure would.
+    for name in ("modified", "abl1"):
+        run = out / name / "s0"
+        _wait_for(lambda r=run: holder(r) and (r / "config.yaml").exists(), 300, f"{name} training")
+    os.kill(holder(out / "modified" / "s0")["pid"], signal.SIGUSR2)
     for pid in _descendants(int(by_run["abl1/s0"].job_id)):
         os.kill(pid, signal.SIGKILL)
-    assert by_run["modified/s0"].result() is not None  # the other job finishes
+    run = out / "abl1" / "s0"
+    assert by_run["modified/s0"].result() is not None  # requeued, it finishes by itself
+    log = Path(by_run["modified/s0"].paths.stdout).read_text()
+    assert "Requeued job" in log and log.count("train     running") == 2
     _wait_for(lambda: by_run["abl1/s0"].done(), 60, "the killed job to end")
     assert not (run / "stages" / "evaluate.json").exists()  # killed before it was scored
     second = runner.run_study(cfg, executor=executor(), echo=lambda _: None)
     assert len(second["jobs"]) == 1  # only the unfinished run is submitted again
     second["jobs"][0].result()
-    return out, cfg, second, report.build(out)
+    return out, cfg, first, second, report.build(out)
 
 
 def test_slurm_jobs_write_the_studys_records_and_resubmit_only_what_is_unfinished(slurm_study):
-    out, _, second, doc = slurm_study
+    out, _, first, second, doc = slurm_study
     assert second["runs"]["modified"]["0"]["evaluate"] == "done"
     assert second["runs"]["abl1"]["0"]["evaluate"] == "submitted"
     for s in ("modified", "abl1"):
@@ -197,6 +204,8 @@ def test_slurm_jobs_write_the_studys_records_and_resubmit_only_what_is_unfinishe
     assert plan["device"] == "cuda" and plan["verdict_basis"] == "predicted"
     abl1 = json.loads((out / "abl1" / "s0" / "stages" / "train.json").read_text())["worker"]
     assert abl1["job_id"] == str(second["jobs"][0].job_id)  # trained by the resubmitted job
+    modified = json.loads((out / "modified" / "s0" / "stages" / "train.json").read_text())
+    assert modified["worker"]["job_id"] == str(first["jobs"][0].job_id)  # the requeued job
     assert doc["systems"] == ["modified", "abl1"] and (out / "report.md").exists()
 
 
@@ -208,7 +217,7 @@ def test_slurm_submission_is_one_array_task_per_unfinished_run(slurm_study, tmp_
     import subprocess
     import sys
 
-    out, _, _, _ = slurm_study
+    out, _, _, _, _ = slurm_study
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch.sh"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
