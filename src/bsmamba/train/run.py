@@ -287,7 +287,9 @@ def _distribution(cfg: DictConfig) -> tuple[int, int, str]:
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    """This process's global rank (torchrun: RANK; a plain `srun bsmamba train`: SLURM_PROCID)."""
+    env = os.environ
+    return int(env.get("RANK", env.get("SLURM_PROCID", env.get("LOCAL_RANK", 0))))
 
 
 def _validate(cfg: DictConfig) -> DictConfig:
