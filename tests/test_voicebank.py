@@ -356,9 +356,12 @@ def test_full_disk_one_line_exit_2_finished_files_kept(zipped, tmp_path):
     finally:
         subprocess.run(["umount", str(disk)], check=True)
     assert res.returncode == 2 and 0 < kept < 40 and tmp_left == []
-    assert res.stderr.splitlines()[-1] == (
-        f"bsmamba prepare-voicebank: error: {disk / 'vb16'}: cannot write (No space left on "
-        f"device); the {kept} files prepared so far are kept: make room or fix the permissions, "
+    # one line naming the file that did not fit, inside the output folder
+    last = res.stderr.splitlines()[-1]
+    head, _, tail = last.partition(": cannot write (No space left on device); ")
+    assert head.startswith(f"bsmamba prepare-voicebank: error: {disk / 'vb16'}/")
+    assert head.endswith(".wav") and tail == (
+        f"the {kept} files prepared so far are kept: make room or fix the permissions, "
         "then rerun the same command to finish"
     )
     assert "Traceback" not in res.stderr  # audio.write encodes in memory: one OSError, no noise
