@@ -123,7 +123,8 @@ def test_too_many_nonfinite_steps_abort_with_a_clear_message():
 
 
 def test_discriminator_targets_are_the_real_pesq_of_the_step_estimate():
-    # lr ~0 (1e-30 moves no float32 weight): the estimate of the one step is the model's output now, to recompute independently.
+    # lr 1e-30 moves no weight measurably: the estimate of the one step is the model's output
+    # now, to recompute independently.
     ds = _Speechy(2)
     module = _fit(ds, "train.batch_size=2", "train.lr=1e-30", "train.pesq_workers=0")
     assert module.disc_skipped_steps == 0
