@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from bsmamba import config, schema
+from bsmamba import config, schema, units
 from bsmamba.env import environment
 from bsmamba.memory import plan as P
 from bsmamba.presets import PRESETS
@@ -156,8 +156,8 @@ def presets_section(device: str, batch: int, segment: float, presets: list[str])
             "step_time_bf16_mixed_s": _step_time(kw, batch, segment, device, bf16=True),
         }
         _say(
-            f"{name}: measured {P.fmt_bytes(r['measured_peak_bytes'])}, predicted "
-            f"{P.fmt_bytes(r['predicted_peak_bytes'])} ({100 * err:+.1f}%)"
+            f"{name}: measured {units.fmt_bytes(r['measured_peak_bytes'])}, predicted "
+            f"{units.fmt_bytes(r['predicted_peak_bytes'])} ({100 * err:+.1f}%)"
         )
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -233,7 +233,7 @@ def max_batch_section(
                 "prediction_safe": predicted <= b,
                 "by_batch_fits": {str(k): v for k, v in sorted(tries.items())},
             }
-            _say(f"{name}: largest batch in {P.fmt_bytes(budget)}: {b}, predicted {predicted}")
+            _say(f"{name}: largest batch in {units.fmt_bytes(budget)}: {b}, predicted {predicted}")
     finally:
         if device == "cuda":
             torch.cuda.set_per_process_memory_fraction(1.0)
@@ -256,13 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     t0 = time.monotonic()
     if args.dry:
-        device, batch, segment, budget = "cpu", 1, 0.1, P.parse_bytes("64MiB")
+        device, batch, segment, budget = "cpu", 1, 0.1, units.parse_bytes("64MiB")
         torch.set_num_threads(1)
     else:
         if not torch.cuda.is_available():
             print("benchmarks/gpu.py needs a CUDA GPU; use --dry on a CPU", file=sys.stderr)
             return 2
-        device, batch, segment, budget = "cuda", 6, 2.0, P.parse_bytes(args.budget)
+        device, batch, segment, budget = "cuda", 6, 2.0, units.parse_bytes(args.budget)
     torch.manual_seed(0)
     doc = schema.document(
         "benchmark",

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from bsmamba import config, schema
+from bsmamba import config, schema, units
 from bsmamba.env import environment
 from bsmamba.memory import plan as P
 from bsmamba.presets import PRESETS
@@ -46,7 +46,7 @@ def side_by_side(batch: int, segment: float) -> dict:
             "breakdown": r["breakdown"],
         }
         print(
-            f"# {name}: measured {P.fmt_bytes(r['measured_peak_bytes'])}",
+            f"# {name}: measured {units.fmt_bytes(r['measured_peak_bytes'])}",
             file=sys.stderr,
             flush=True,
         )
@@ -94,7 +94,7 @@ def growth(batch: int, segments: list[float]) -> dict:
             "no_l_dinner_dstate_term": per_scan < 1.0,
         }
         print(
-            f"# {name}: {P.fmt_bytes(slope)}/s, deviation {worst:.1%}, "
+            f"# {name}: {units.fmt_bytes(slope)}/s, deviation {worst:.1%}, "
             f"d_state bytes per scan {per_scan:.2f} x one (rows, L, d_inner, d_state) tensor",
             file=sys.stderr,
             flush=True,

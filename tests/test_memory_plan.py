@@ -69,12 +69,9 @@ def test_predicted_within_10_percent_of_measured_on_cpu(preset):
     assert r["verdict"] == "fits" and r["top_layers"]
 
 
-def test_verdict_against_a_small_budget_and_bad_sizes():
+def test_verdict_against_a_small_budget_and_a_bad_device():
     r = P.plan(kwargs("modified"), 1, 0.1, budget="1MiB", measure=False)
     assert r["verdict"] == "does_not_fit" and r["budget_bytes"] == 2**20
-    assert P.parse_bytes("24GiB") == 24 * 2**30 and P.parse_bytes("1.5GB") == 1_500_000_000
-    with pytest.raises(ValueError, match="GiB"):
-        P.parse_bytes("24 gigs")
     with pytest.raises(ValueError, match="valid"):
         P.plan(kwargs("modified"), 1, 0.1, device="tpu")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bsmamba import files, metrics, schema
+from bsmamba import files, metrics, schema, units
 from bsmamba.data import audio, manifest_snrs
 from bsmamba.schema import METRIC_KEYS
 
@@ -353,12 +353,7 @@ def table(summary: dict) -> str:
 
 
 def _cell(s: dict, key: str) -> str:
-    if s["mean"] is None:
-        return "-"
-    digits = 1 if key in ("ssnr", "si_sdr") else 2 if key != "stoi" else 3
-    std = f" ± {s['std']:.{digits}f}" if s["std"] is not None else ""
-    fails = f" ({s['failures']} failed)" if s["failures"] else ""
-    return f"{s['mean']:.{digits}f}{std}{fails}"
+    return units.fmt_metric(s["mean"], s["std"], key, s["failures"])
 
 
 # ----------------------------------------------------------------------------- the command

@@ -127,7 +127,8 @@ def fit(cfg: DictConfig) -> tuple[DictConfig, list[dict[str, Any]]]:
     ``step_down`` event per rung taken. Raises ``ValueError`` if the last rung still does not fit.
     Does nothing (no events) when ``memory.check`` is false.
     """
-    from bsmamba.memory.plan import fmt_bytes, plan
+    from bsmamba.memory.plan import plan
+    from bsmamba.units import fmt_bytes
 
     if not cfg.memory.check:
         return cfg, []
@@ -175,7 +176,7 @@ def fit(cfg: DictConfig) -> tuple[DictConfig, list[dict[str, Any]]]:
 
 def describe(event: dict[str, Any]) -> str:
     """One log line for an event of ``fit`` or ``step_down``."""
-    from bsmamba.memory.plan import fmt_bytes
+    from bsmamba.units import fmt_bytes
 
     if event["event"] == "plan":
         return (

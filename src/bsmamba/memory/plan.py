@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import math
 import os
-import re
 import sys
 import time
 from functools import cache
@@ -32,47 +31,14 @@ from torch import nn
 
 from bsmamba import schema
 from bsmamba.memory.tracker import LiveBytes
+from bsmamba.units import fmt_bytes, parse_bytes
 
-_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
 DEVICES = ("cpu", "cuda")
 
 # CUDA estimate assumptions (printed with every CUDA estimate made without a GPU).
 CUDA_CONTEXT_BYTES = 500 * 2**20  # driver + kernels: outside the allocator, but on the card
 CUBLAS_WORKSPACE_BYTES = 8 * 2**20 + 8 * 2**20  # one handle's workspace, cuBLAS and cuBLASLt
 CUDA_BLOCK = 512  # the caching allocator rounds every request up to 512 bytes
-
-
-def parse_bytes(text: str | int | float) -> int:
-    """'24GiB' / '512MB' / '1.5e9' / 1000 -> bytes (int). Raises ValueError naming valid units."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = (m.group(2).lower() or "b") if m else None
-    if not m or unit not in _UNITS:
-        raise ValueError(
-            f"memory size {text!r} not understood; write a number with one of "
-            "B, KiB, MiB, GiB, TiB, KB, MB, GB, TB (e.g. 24GiB)"
-        )
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 # ---------------------------------------------------------------------------------------------
