@@ -12,6 +12,20 @@ def test_preset_fills_model_section_and_overrides_win():
     assert (cfg.model.layout, cfg.model.d_state, cfg.train.batch_size) == ("intra", 8, 4)
 
 
+def test_with_preset_carries_only_the_changed_model_keys_to_another_preset():
+    cfg = config.load(
+        overrides=["model.preset=abl1", "model.scan_backend=reference", "model.stft.hop_length=64"]
+    )
+    cfg.train.batch_size = 3
+    other = config.with_preset(cfg, "bsrnn")
+    assert (other.model.preset, other.model.mixer, other.model.num_layers) == ("bsrnn", "lstm", 3)
+    assert other.model.scan_backend == "reference" and other.model.stft.hop_length == 64
+    assert other.model.layout == "stacked"  # abl1's own "intra" is its preset's, not an override
+    assert other.train.batch_size == 3 and cfg.model.preset == "abl1"  # a copy: cfg untouched
+    with pytest.raises(ValueError, match="unknown preset"):
+        config.with_preset(cfg, "nope")
+
+
 def test_file_layer_sits_between_preset_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model:\n  preset: abl2\n  d_state: 16\ntrain:\n  lr: 0.0005\n")

@@ -124,7 +124,7 @@ def test_plan_command_json_and_text(capsys):
 
 def test_card_table_gives_each_card_the_largest_batch_that_fits():
     # Tiny shape: the same search the full table runs at 2 s on cuda (bsmamba plan --cards).
-    configs = P.card_configs(kwargs("abl3"))
+    configs = P.card_configs(config.load(overrides=["model.preset=abl3"]))
     assert "abl3" in configs and "bsrnn" in configs and "bsrnn earlier" not in " ".join(configs)
     earlier = configs["abl1 earlier (num_layers=4, d_state=16)"]
     assert earlier["num_layers"] == 4 and earlier["d_state"] == 16 and earlier["mixer"] == "bimamba"

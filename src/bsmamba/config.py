@@ -15,6 +15,7 @@ study (study runner). A section may grow keys; keys are never renamed silently.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,6 +393,18 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def with_preset(cfg: DictConfig, name: str) -> DictConfig:
+    """A copy of ``cfg`` whose model is preset ``name`` plus every model key ``cfg`` changed
+    relative to its own preset (e.g. ``model.scan_backend``, ``model.stft``): how a study or
+    ``plan --all`` carries one set of overrides to every system. Other sections are copied as
+    they are. Raises ``ValueError`` for an unknown preset."""
+    own = load(overrides=[f"model.preset={cfg.model.preset}"]).model
+    changed = {k: cfg.model[k] for k in cfg.model if k != "preset" and cfg.model[k] != own.get(k)}
+    out = copy.deepcopy(cfg)
+    out.model = OmegaConf.merge(load(overrides=[f"model.preset={name}"]).model, changed)
+    return out
 
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -499,15 +499,16 @@ def card_table(
     return out
 
 
-def card_configs(current: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every preset, and each Mamba one again at the plan's earlier settings (4 layers,
-    d_state 16: the ones that ran out of memory at batch 5), with ``current``'s stft, scan
-    backend and checkpointing."""
+def card_configs(cfg) -> dict[str, dict[str, Any]]:
+    """Every preset's model kwargs, and each Mamba one again at the plan's earlier settings (4
+    layers, d_state 16: the ones that ran out of memory at batch 5), each with the model
+    overrides of config ``cfg`` carried over (``config.with_preset``: stft, scan backend ...)."""
+    from bsmamba import config
     from bsmamba.presets import EARLIER, PRESETS
 
     configs = {}
     for name in PRESETS:
-        kwargs = _preset_kwargs(name, current)
+        kwargs = config.model_kwargs(config.with_preset(cfg, name))
         configs[name] = kwargs
         if kwargs["mixer"] != "lstm":
             configs[_earlier_name(name)] = {**kwargs, **EARLIER}
@@ -561,13 +562,12 @@ def main(args: argparse.Namespace) -> int:
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
     base = config.model_kwargs(cfg)
-    overridden = {k: v for k, v in base.items() if k != "preset"}
     if args.cards is not None:
         cards = tuple(_card_sizes(args.cards))
         from bsmamba.presets import EARLIER
 
         if args.all:
-            configs = card_configs(overridden)
+            configs = card_configs(cfg)
         else:  # --preset with its own overrides (e.g. model.d_state=8)
             configs = {cfg.model.preset: base}
             if base["mixer"] != "lstm" and any(base[k] != v for k, v in EARLIER.items()):
@@ -582,7 +582,7 @@ def main(args: argparse.Namespace) -> int:
     presets = list(PRESETS) if args.all else [cfg.model.preset]
     results: dict[str, Any] = {}
     for name in presets:
-        kwargs = base if name == cfg.model.preset else _preset_kwargs(name, overridden)
+        kwargs = config.model_kwargs(config.with_preset(cfg, name))
         res = plan(
             kwargs,
             cfg.train.batch_size,
@@ -632,17 +632,6 @@ def _render_cards(table: dict[str, dict], cards: tuple[float, ...]) -> str:
             + f"{fmt_bytes(r['bytes_per_item']):>11}{100 * r['line_error']:>9.2f}%"
         )
     return "\n".join(lines)
-
-
-def _preset_kwargs(name: str, current: dict) -> dict:
-    """Another preset's kwargs with the same non-preset overrides (stft, scan backend) kept."""
-    from bsmamba import config
-
-    other = config.load(overrides=[f"model.preset={name}"])
-    kwargs = config.model_kwargs(other)
-    for key in ("stft", "scan_backend", "checkpointing"):
-        kwargs[key] = current[key]
-    return kwargs
 
 
 def verdict_text(r: dict[str, Any]) -> str:
