@@ -4,7 +4,7 @@
     python benchmarks/speed.py --quick    # a tiny shape, to check that the script runs
 
 Training step = what ``bsmamba train`` does per batch without Lightning's bookkeeping: the
-recipe loss (``train.losses.enhancement_loss``), backward, grad-norm clip 5 and an Adam step, on
+recipe loss (``bsmamba.losses.enhancement_loss``), backward, grad-norm clip 5 and an Adam step, on
 a fixed batch. Time: median wall-clock seconds over ``--steps`` steps after one warm-up step,
 all presets in the same process so that the ratios to ``bsrnn`` compare like with like.
 RTF = seconds of compute per second of audio for ``Enhancer.enhance`` on one thread (the
@@ -23,9 +23,9 @@ import torch
 
 from bsmamba import env, files, schema
 from bsmamba.enhance import Enhancer
+from bsmamba.losses import enhancement_loss
 from bsmamba.model import build_model
 from bsmamba.presets import PRESETS
-from bsmamba.train.losses import enhancement_loss
 
 TARGETS = {"step_ratio_max": 1.5, "step_ratio_goal": 1.0, "abl3_rtf_max": 0.1}
 

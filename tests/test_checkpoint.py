@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bsmamba
-from bsmamba.train import checkpoint as ckpt_io
+from bsmamba import checkpoint as ckpt_io
 from bsmamba.train.callbacks import AtomicCheckpointIO
 
 

@@ -11,9 +11,9 @@ import soxr
 import torch
 
 import bsmamba
+from bsmamba import checkpoint as ckpt_io
 from bsmamba import cli
 from bsmamba.enhance import MARKER, Enhancer, enhance_path, load, plan
-from bsmamba.train import checkpoint as ckpt_io
 
 SPEECH = Path(__file__).parent / "data" / "arctic_a0007.wav"  # CMU ARCTIC, 16 kHz, 3.1 s
 

@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 import bsmamba
+from bsmamba import checkpoint as ckpt_io
 from bsmamba import cli
 from bsmamba.presets import PRESETS
-from bsmamba.train import checkpoint as ckpt_io
 
 for _name in ("onnx", "onnxscript", "onnxruntime"):
     pytest.importorskip(_name, reason=f"the export extra ({_name}) is not installed")

@@ -9,8 +9,7 @@ import pytest
 import torch
 from pesq import pesq
 
-from bsmamba import build_model
-from bsmamba.train import losses
+from bsmamba import build_model, losses
 
 
 @pytest.fixture(scope="module")

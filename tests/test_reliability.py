@@ -31,7 +31,7 @@ import soundfile as sf
 import torch
 
 import bsmamba
-from bsmamba.train import checkpoint as ckpt_io
+from bsmamba import checkpoint as ckpt_io
 
 SPEECH = sf.read(Path(__file__).parent / "data" / "arctic_a0007.wav", dtype="float32")[0]
 FS = 16000

@@ -143,8 +143,8 @@ def load(ckpt_or_run_dir: str | Path, device: str = "cpu", **kwargs: Any) -> Enh
     Loads with ``torch.load(weights_only=True)``; the model is rebuilt from the config the
     checkpoint embeds. kwargs go to :class:`Enhancer` (``chunk_s``, ``overlap_s``).
     """
+    from bsmamba import checkpoint as ckpt_io
     from bsmamba.model import BandSplitEnhancer
-    from bsmamba.train import checkpoint as ckpt_io
 
     path = ckpt_io.resolve(ckpt_or_run_dir)
     ckpt = ckpt_io.load(path, map_location="cpu")

@@ -467,9 +467,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bsmamba import checkpoint as ckpt_io
     from bsmamba import files
     from bsmamba.enhance import load
-    from bsmamba.train import checkpoint as ckpt_io
 
     out = Path(args.output)
     if out.suffix != ".onnx":

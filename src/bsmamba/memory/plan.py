@@ -61,7 +61,7 @@ def _batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple
 
 def _loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """The training loss with its default weights (compressed RI + magnitude L1)."""
-    from bsmamba.train.losses import enhancement_loss
+    from bsmamba.losses import enhancement_loss
 
     return enhancement_loss(model, noisy, clean).total
 

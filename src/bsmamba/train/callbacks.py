@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bsmamba import files
-from bsmamba.train.checkpoint import load
+from bsmamba.checkpoint import load
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -29,9 +29,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bsmamba import checkpoint as ckpt_io
+from bsmamba import losses
 from bsmamba.memory import ladder
-from bsmamba.train import checkpoint as ckpt_io
-from bsmamba.train import losses
 
 SCHEDULERS = ("none", "step", "cosine")
 PRECISIONS = ("32-true", "bf16-mixed")

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from bsmamba import checkpoint as ckpt_io
 from bsmamba import config, files, schema
 from bsmamba.memory import ladder
-from bsmamba.train import checkpoint as ckpt_io
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
 
@@ -293,7 +293,7 @@ def _rank() -> int:
 
 
 def _validate(cfg: DictConfig) -> DictConfig:
-    from bsmamba.train.losses import COMPLEX_LOSSES
+    from bsmamba.losses import COMPLEX_LOSSES
     from bsmamba.train.module import PRECISIONS, SCHEDULERS
 
     t = cfg.train
