@@ -15,11 +15,11 @@ from test_train_run import make_dataset, tiny
 from bsmamba.model import BandSplitEnhancer
 
 
-def _torchrun_train(overrides: list[str]) -> subprocess.CompletedProcess:
-    """``bsmamba train`` on 2 CPU processes under torchrun, one thread each."""
+def _torchrun_train(overrides: list[str], **env: str) -> subprocess.CompletedProcess:
+    """``bsmamba train`` on 2 CPU processes under torchrun, one thread each (``env`` added)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "bsmamba.cli", "train", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -46,9 +46,8 @@ def test_an_oom_on_one_rank_fails_the_job_fast_with_a_clear_message(tmp_path):
     # the ladder must not step down on one rank alone: that would hang the other in a collective
     data, out = make_dataset(tmp_path / "vb"), tmp_path / "ddp"
     overrides = tiny(data, out, "train.max_steps=3", "model.dim=8")
-    overrides += ["memory.inject_oom_at_step=1", "memory.inject_oom_rank=1"]
     t0 = time.monotonic()
-    done = _torchrun_train(overrides)
+    done = _torchrun_train(overrides, BSMAMBA_TEST_INJECT_OOM="1:1")  # step 1, rank 1
     assert done.returncode != 0
     assert "out of memory on rank 1 of 2" in done.stderr, done.stderr[-3000:]
     assert time.monotonic() - t0 < 120  # torchrun stopped rank 0: no wait for a timeout

@@ -20,7 +20,7 @@ def walk(cfg):
 
 
 def test_mamba_preset_walks_batch_then_d_state_then_checkpointing():
-    cfg = cfg_of("model.preset=abl3", "memory.inject_oom_at_step=3")
+    cfg = cfg_of("model.preset=abl3")
     final, events = walk(cfg)
     assert [e["rung"] for e in events] == [
         "train.batch_size=4",
@@ -30,7 +30,6 @@ def test_mamba_preset_walks_batch_then_d_state_then_checkpointing():
     assert [e["restart"] for e in events] == [False, True, False]  # only d_state changes shapes
     assert (final.train.batch_size, final.model.d_state, final.model.checkpointing) == (4, 8, True)
     assert final.train.grad_accumulate == 1 and events[0]["effective_batch"] == 4
-    assert final.memory.inject_oom_at_step == -1  # an injected OOM fires once
     assert cfg.train.batch_size == 6 and cfg.model.d_state == 12  # the input is not modified
 
 
@@ -58,17 +57,22 @@ def test_a_rung_with_an_unknown_key_is_an_error_naming_it():
         ladder.step_down(cfg_of("memory.ladder=[smaller]"), "test")
 
 
-def test_is_oom_recognises_out_of_memory_errors_only():
+def test_is_oom_recognises_out_of_memory_errors_only(monkeypatch):
     assert ladder.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert ladder.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
     assert ladder.is_oom(MemoryError())
     assert not ladder.is_oom(RuntimeError("shape mismatch"))
     assert not ladder.is_oom(ValueError("out of memory"))  # not a runtime failure
-    cfg = cfg_of("memory.inject_oom_at_step=2")
-    ladder.inject_oom(cfg, 1)  # other steps: nothing
+    monkeypatch.setenv(ladder.INJECT_OOM_ENV, "2")
+    ladder.inject_oom(1)  # other steps: nothing
     with pytest.raises(torch.OutOfMemoryError) as e:
-        ladder.inject_oom(cfg, 2)
+        ladder.inject_oom(2)
     assert ladder.is_oom(e.value)
+    ladder.inject_oom(2)  # it fired once: the same step again runs
+    monkeypatch.setenv(ladder.INJECT_OOM_ENV, "2:1")  # only rank 1
+    ladder.inject_oom(2, rank=0)
+    with pytest.raises(torch.OutOfMemoryError):
+        ladder.inject_oom(2, rank=1)
 
 
 def small(*more):
@@ -93,20 +97,21 @@ def test_fit_steps_down_until_the_prediction_fits_the_budget():
     )
 
 
-def test_injected_oom_during_training_continues_on_the_next_rung_keeping_finished_steps():
+def test_injected_oom_during_training_continues_on_the_next_rung_keeping_finished_steps(
+    monkeypatch,
+):
     """A real model and Adam; an OOM at step 2 steps down and the loop resumes at step 2."""
     from bsmamba.model import BandSplitEnhancer
 
-    cfg = small(
-        "train.batch_size=3", "memory.inject_oom_at_step=2", "memory.ladder=[train.batch_size=2]"
-    )
+    cfg = small("train.batch_size=3", "memory.ladder=[train.batch_size=2]")
+    monkeypatch.setenv(ladder.INJECT_OOM_ENV, "2")
     torch.manual_seed(0)
     model = BandSplitEnhancer(**config.model_kwargs(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     done, step, events, batches = [], 0, [], []
     while step < 4:
         try:
-            ladder.inject_oom(cfg, step)
+            ladder.inject_oom(step)
             noisy = torch.randn(cfg.train.batch_size, 1600)
             P._loss(model, noisy, noisy * 0.5).backward()
             opt.step()

@@ -135,10 +135,11 @@ def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
         assert resumed["validation"] == straight["validation"]
 
 
-def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path):
+def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path, monkeypatch):
     out = tmp_path / "oom"
     over = tiny(data, out, "train.max_steps=4", "train.epochs=2", "train.ckpt_every_n_steps=1")
-    over += ["memory.inject_oom_at_step=2", "memory.ladder=[train.batch_size=1]"]
+    over += ["memory.ladder=[train.batch_size=1]"]
+    monkeypatch.setenv("BSMAMBA_TEST_INJECT_OOM", "2")  # tests only: OOM at step 2
     res = run(config.load(overrides=over))
     assert res["steps"] == 4 and res["batch_size"] == 1
     (event,) = [e for e in res["ladder_events"] if e["event"] == "step_down"]

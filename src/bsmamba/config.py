@@ -130,8 +130,6 @@ class MemoryConfig:
     # divisor of the effective batch not above the rung (6 -> 3 x 2 accumulation, not 4).
     keep_effective_batch: bool = False
     device: str = ""  # device the plan is judged for: "" = train.device (auto -> cuda or cpu)
-    inject_oom_at_step: int = -1  # tests: raise torch.OutOfMemoryError once at this step
-    inject_oom_rank: int = -1  # tests: only this distributed rank raises it (-1: every rank)
 
 
 @dataclass
@@ -311,8 +309,6 @@ RANGES: dict[str, str] = {
     "train.keep_best": "[0, inf)",
     "train.ckpt_every_n_steps": "[1, inf)",
     "train.log_every": "[1, inf)",
-    "memory.inject_oom_at_step": "[-1, inf)",
-    "memory.inject_oom_rank": "[-1, inf)",
     "study.seeds": "[1, inf)",
     "study.plan_batch_size": "[1, inf)",
     "study.plan_segment_s": "(0, inf)",

@@ -19,6 +19,7 @@ effective batch is exactly kept: 6 -> 3 x 2 (a batch of 4 cannot make 6 with who
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -40,12 +41,22 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
-def inject_oom(cfg: DictConfig, step: int, rank: int = 0) -> None:
-    """Raise ``torch.OutOfMemoryError`` if ``memory.inject_oom_at_step == step`` and
-    ``memory.inject_oom_rank`` is -1 or ``rank`` (tests; ``step_down`` clears it: it fires once)."""
-    at = OmegaConf.select(cfg, "memory.inject_oom_at_step", default=-1)
-    who = OmegaConf.select(cfg, "memory.inject_oom_rank", default=-1)
-    if 0 <= at == step and who in (-1, rank):
+# Tests only: "STEP" or "STEP:RANK" makes training raise an out-of-memory error at that step (on
+# that distributed rank). An environment variable, not a config key: it reaches torchrun's
+# workers and never appears in a run's config.yaml.
+INJECT_OOM_ENV = "BSMAMBA_TEST_INJECT_OOM"
+
+
+def inject_oom(step: int, rank: int = 0) -> None:
+    """Raise ``torch.OutOfMemoryError`` at ``step`` if ``$BSMAMBA_TEST_INJECT_OOM`` asks for it
+    (on ``rank``, or every rank without ``:RANK``). It fires once: the variable is removed, so
+    the step after a step-down, or a restart in this process, runs normally."""
+    spec = os.environ.get(INJECT_OOM_ENV, "")
+    if not spec:
+        return
+    at, _, who = spec.partition(":")
+    if int(at) == step and (not who or int(who) == rank):
+        del os.environ[INJECT_OOM_ENV]
         raise torch.OutOfMemoryError(f"injected out-of-memory error at step {step}")
 
 
@@ -82,8 +93,7 @@ def _changes_for(key: str, new: Any, cfg: DictConfig) -> dict[str, Any]:
 def step_down(cfg: DictConfig, reason: str) -> tuple[DictConfig, dict[str, Any]] | None:
     """The config after the next applicable rung of ``cfg.memory.ladder``, and its event.
 
-    Returns None when no rung lowers memory any more. The input ``cfg`` is not modified. An
-    injected out-of-memory error fires once: the new config has ``inject_oom_at_step = -1``.
+    Returns None when no rung lowers memory any more. The input ``cfg`` is not modified.
     """
     for rung in cfg.memory.ladder:
         key, value = _parse(rung, cfg)
@@ -96,7 +106,6 @@ def step_down(cfg: DictConfig, reason: str) -> tuple[DictConfig, dict[str, Any]]
         for k, v in updates.items():
             changes.append({"key": k, "from": OmegaConf.select(cfg, k), "to": v})
             OmegaConf.update(new, k, v, merge=False)
-        new.memory.inject_oom_at_step = -1
         restart = any(not c["key"].startswith(_KEEPS_WEIGHTS) for c in changes)
         event = {
             "event": "step_down",

@@ -113,10 +113,9 @@ class SeededItems(Dataset):
 class EnhancementModule(L.LightningModule):
     """Trains ``model`` on ``(noisy, clean)`` batches of ``(B, S)`` waveforms.
 
-    cfg: the full config (``train`` section for the recipe, ``data.num_workers``, the
-    ``memory.inject_oom_*`` test hooks). ``train_set`` / ``valid_set`` yield ``(noisy, clean)``
-    float tensors ``(S,)``; they may be None when dataloaders are passed to ``Trainer.fit``
-    directly.
+    cfg: the full config (``train`` section for the recipe, ``data.num_workers``).
+    ``train_set`` / ``valid_set`` yield ``(noisy, clean)`` float tensors ``(S,)``; they may be
+    None when dataloaders are passed to ``Trainer.fit`` directly.
     """
 
     def __init__(
@@ -268,7 +267,7 @@ class EnhancementModule(L.LightningModule):
         t = self.cfg.train
         noisy, clean = batch  # (B, S) each
         self._samples_done += noisy.shape[0]
-        ladder.inject_oom(self.cfg, self.global_step, self.global_rank)  # tests of the ladder
+        ladder.inject_oom(self.global_step, self.global_rank)  # tests of the ladder
         opts = self._optimizers()
         out = self._loss(noisy, clean)
         loss = out.total

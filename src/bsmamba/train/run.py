@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
             if stepped is None:
                 raise
-            cfg, event = stepped  # an injected OOM fires once: step_down clears it in cfg
+            cfg, event = stepped
             events.append(event)
             if event.get("restart") and (out / "checkpoints").exists() and _rank() == 0:
                 # New parameter shapes cannot load the old weights: start again from step 0.
