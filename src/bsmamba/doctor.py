@@ -15,21 +15,12 @@ import torch
 from bsmamba import env, schema
 
 
-def default_device() -> str:
-    """The device ``train.device=auto`` means: cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def diagnose() -> dict[str, Any]:
     """The doctor's findings as a plain dict (the ``--json`` document's fields)."""
     from bsmamba.scan import available_backends, choose_backend
     from bsmamba.scan import cuda as scan_cuda
 
-    device = default_device()
+    device = env.resolve_device("auto")  # what train.device=auto picks
     backend, why = choose_backend(device)
     return {
         "environment": env.environment(),

@@ -22,22 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bsmamba import files
+from bsmamba import env, files
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = env.DEVICES
 MIN_CHUNK_S = 1.0  # shortest chunk (seconds) the chunked path accepts
 MARKER = files.ENHANCED_MARKER  # in an output folder: written by `bsmamba enhance`
-
-
-def _device(name: str) -> torch.device:
-    if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def check_chunking(chunk_s: float, overlap_s: float, names=("chunk_s", "overlap_s")) -> None:
@@ -65,7 +55,9 @@ class Enhancer:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
                  chunk_s: float = 10.0, overlap_s: float = 1.0):  # fmt: skip
         check_chunking(chunk_s, overlap_s)
-        self.device = _device(device) if isinstance(device, str) else device
+        if isinstance(device, str):
+            device = env.resolve_device(device)  # auto: cuda, then mps, then cpu
+        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.sample_rate = int(model.sample_rate)
         self.chunk = int(round(chunk_s * self.sample_rate))

@@ -61,3 +61,27 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "git_revision": git_revision(),
     }
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str, key: str = "device") -> str:
+    """The device a run uses: ``auto`` is cuda, then mps, then cpu; a named device must exist.
+
+    Raises ``ValueError`` (one line naming ``key``, the value and the fix) for an unknown name or
+    an accelerator torch does not see. One place for train, enhance, stream, export and doctor.
+    """
+    import torch
+
+    if name not in DEVICES:
+        raise ValueError(f"unknown {key} {name!r}; valid: {', '.join(DEVICES)}")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps) and mps.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}=cuda but torch sees no CUDA device; use cpu or auto")
+    if name == "mps" and not has_mps:
+        raise ValueError(f"{key}=mps but torch sees no MPS device; use cpu or auto")
+    return name

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bsmamba import config
+from bsmamba import config, env
 
 # Keys a rung may change without invalidating trained weights (training continues in place).
 _KEEPS_WEIGHTS = ("train.", "data.", "model.checkpointing", "model.scan_backend")
@@ -120,11 +120,11 @@ def step_down(cfg: DictConfig, reason: str) -> tuple[DictConfig, dict[str, Any]]
 
 
 def plan_device(cfg: DictConfig) -> str:
-    """Where the plan judges memory: ``memory.device``, else the training device (``auto``: CUDA
-    when present)."""
+    """Where the plan judges memory: ``memory.device``, else the training device (``auto``: what
+    ``env.resolve_device`` picks)."""
     device = cfg.memory.device or cfg.train.device
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = env.resolve_device("auto")
     return "cuda" if device == "cuda" else "cpu"  # mps/other: judged like host memory
 
 

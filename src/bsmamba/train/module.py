@@ -37,6 +37,21 @@ SCHEDULERS = ("none", "step", "cosine")
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
+def check_recipe(t: DictConfig) -> None:
+    """Raise ``ValueError`` (one line: key, value, what is valid) for a ``train`` section whose
+    scheduler, precision or loss this module cannot run. The one check, used by ``run`` before
+    any work and by the module itself."""
+    for key, valid in (
+        ("scheduler", SCHEDULERS),
+        ("precision", PRECISIONS),
+        ("complex_loss", losses.COMPLEX_LOSSES),
+    ):
+        if t[key] not in valid:
+            raise ValueError(f"unknown train.{key} {t[key]!r}; valid: {', '.join(valid)}")
+    if t.scheduler == "step" and t.scheduler_step_epochs < 1:
+        raise ValueError(f"train.scheduler_step_epochs must be >= 1, got {t.scheduler_step_epochs}")
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised after more than ``train.max_nonfinite`` skipped steps."""
 
@@ -127,15 +142,7 @@ class EnhancementModule(L.LightningModule):
     ):
         super().__init__()
         t = cfg.train
-        if t.scheduler not in SCHEDULERS:
-            raise ValueError(
-                f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}"
-            )
-        if t.complex_loss not in losses.COMPLEX_LOSSES:
-            raise ValueError(
-                f"unknown train.complex_loss {t.complex_loss!r}; "
-                f"valid: {', '.join(losses.COMPLEX_LOSSES)}"
-            )
+        check_recipe(t)
         self.model = model
         self.cfg = cfg
         self.train_set, self.valid_set = train_set, valid_set

@@ -31,10 +31,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bsmamba import checkpoint as ckpt_io
-from bsmamba import config, files, schema
+from bsmamba import config, env, files, schema
 from bsmamba.memory import ladder
 
-ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}
+ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}  # Lightning's names
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -155,7 +155,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
         callbacks.append(cb.best_checkpoints(ckdir, int(t.keep_best)))
     devices, num_nodes, strategy = _distribution(cfg)
     trainer = L.Trainer(
-        accelerator=ACCELERATORS[t.device],
+        accelerator=ACCELERATORS[env.resolve_device(t.device, "train.device")],
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
@@ -293,35 +293,17 @@ def _rank() -> int:
 
 
 def _validate(cfg: DictConfig) -> DictConfig:
-    from bsmamba.losses import COMPLEX_LOSSES
-    from bsmamba.train.module import PRECISIONS, SCHEDULERS
+    from bsmamba.train.module import check_recipe
 
     t = cfg.train
-    if t.device not in ACCELERATORS:
-        raise ValueError(f"unknown train.device {t.device!r}; valid: {', '.join(ACCELERATORS)}")
-    if t.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "train.device=cuda but torch sees no CUDA device; use --device cpu or auto"
-        )
-    mps = getattr(torch.backends, "mps", None)
-    if t.device == "mps" and not (mps and mps.is_available()):
-        raise ValueError("train.device=mps but torch sees no MPS device; use --device cpu or auto")
-    if t.scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown train.scheduler {t.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-    if t.precision not in PRECISIONS:
-        raise ValueError(f"unknown train.precision {t.precision!r}; valid: {', '.join(PRECISIONS)}")
-    if t.complex_loss not in COMPLEX_LOSSES:
-        raise ValueError(
-            f"unknown train.complex_loss {t.complex_loss!r}; valid: {', '.join(COMPLEX_LOSSES)}"
-        )
+    env.resolve_device(t.device, "train.device")
+    check_recipe(t)
     rate = int(cfg.model.stft.sample_rate)
     if t.metricgan and rate != 16000:
         raise ValueError(
             f"train.metricgan needs 16 kHz audio (its targets are PESQ-WB), the model runs at "
             f"{rate} Hz; set train.metricgan=false"
         )
-    if t.scheduler == "step" and t.scheduler_step_epochs < 1:
-        raise ValueError(f"train.scheduler_step_epochs must be >= 1, got {t.scheduler_step_epochs}")
     for key in ("batch_size", "epochs", "val_every", "grad_accumulate"):
         if t[key] < 1:
             raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
