@@ -36,7 +36,10 @@ import torch
 
 from bsmamba import config, schema, units
 from bsmamba.env import environment
+from bsmamba.memory import measure as M
 from bsmamba.memory import plan as P
+from bsmamba.memory import predict as Pr
+from bsmamba.memory import step as S
 from bsmamba.presets import PRESETS
 
 # Relative error (max |got - ref| / max |ref|) allowed against the float32 reference.
@@ -122,15 +125,15 @@ def scan_section(device: str, dry: bool) -> dict:
 
 # ----------------------------------------------------------------------------- 2. presets
 def _step_time(kw: dict, batch: int, segment: float, device: str, bf16: bool, repeats=3) -> float:
-    model = P._build(kw).to(device)
-    opt = P._adam_with_state(model)
-    noisy, clean = P._batch(model, batch, segment, device)
+    model = S._build(kw).to(device)
+    opt = S._adam_with_state(model)
+    noisy, clean = S._batch(model, batch, segment, device)
     times = []
     for i in range(repeats + 1):
         _sync(device)
         t0 = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = P._loss(model, noisy, clean)
+            loss = S._loss(model, noisy, clean)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -169,9 +172,9 @@ def _fits_for_real(kw: dict, batch: int, segment: float, device: str, budget: in
     """Does a training step at ``batch`` fit ``budget`` bytes? CUDA: run it with the allocator
     capped (less the context); CPU: the measured peak against the budget."""
     if device != "cuda":
-        return P.measure(kw, batch, segment, "cpu")["peak_bytes"] <= budget
+        return M.measure(kw, batch, segment, "cpu")["peak_bytes"] <= budget
     try:
-        P.measure(kw, batch, segment, "cuda", warmup=True)
+        M.measure(kw, batch, segment, "cuda", warmup=True)
         return True
     except torch.OutOfMemoryError:
         return False
@@ -208,7 +211,7 @@ def max_batch_section(
     cap = None
     if device == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory
-        cap = (budget - P.CUDA_CONTEXT_BYTES) / total
+        cap = (budget - Pr.CUDA_CONTEXT_BYTES) / total
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap))
     try:
         for name in presets:

@@ -25,7 +25,10 @@ import torch
 
 from bsmamba import config, schema, units
 from bsmamba.env import environment
+from bsmamba.memory import measure as M
 from bsmamba.memory import plan as P
+from bsmamba.memory import predict as Pr
+from bsmamba.memory import step as S
 from bsmamba.presets import PRESETS
 
 MAMBA = [name for name, args in PRESETS.items() if args["mixer"] != "lstm"]
@@ -67,7 +70,7 @@ def growth(batch: int, segments: list[float]) -> dict:
     out = {}
     for name in MAMBA:
         kw = kwargs(name)
-        act = [P.predict(kw, batch, s)["breakdown"]["activations_bytes"] for s in segments]
+        act = [Pr.predict(kw, batch, s)["breakdown"]["activations_bytes"] for s in segments]
         # Linear: the line through the first and last points predicts the middle ones.
         slope = (act[-1] - act[0]) / (segments[-1] - segments[0])
         line = [act[0] + slope * (s - segments[0]) for s in segments]
@@ -77,7 +80,7 @@ def growth(batch: int, segments: list[float]) -> dict:
         # chunk-start states (L/K) and one chunk's recompute (K steps): a fraction of one, larger
         # for the band pass, whose L is only the 30 bands.
         s_mid = segments[1]
-        wide = P.predict({**kw, "d_state": 2 * kw["d_state"]}, batch, s_mid)
+        wide = Pr.predict({**kw, "d_state": 2 * kw["d_state"]}, batch, s_mid)
         added = wide["breakdown"]["activations_bytes"] - act[1]
         one_term = _one_state_tensor_bytes(kw, batch, s_mid)
         per_scan = added / _scan_calls(kw) / one_term
@@ -106,7 +109,7 @@ def _scan_calls(kw: dict) -> int:
     """Selective scans one forward runs: one per Mamba block (BiMamba holds two)."""
     from bsmamba.sequence.mamba import Mamba
 
-    return sum(isinstance(m, Mamba) for m in P._build(kw).modules())
+    return sum(isinstance(m, Mamba) for m in S._build(kw).modules())
 
 
 def _one_state_tensor_bytes(kw: dict, batch: int, segment: float) -> int:
@@ -124,14 +127,14 @@ def step_times(kws: list[dict], batch: int, segment: float, steps: int) -> list[
 
     Steps of the configs alternate, so a load change on a shared machine hits all of them alike.
     """
-    models = [P._build(kw) for kw in kws]
+    models = [S._build(kw) for kw in kws]
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-    noisy, clean = P._batch(models[0], batch, segment, "cpu")
+    noisy, clean = S._batch(models[0], batch, segment, "cpu")
     times: list[list[float]] = [[] for _ in kws]
     for i in range(steps + 1):
         for model, opt, out in zip(models, opts, times, strict=True):
             t0 = time.perf_counter()
-            P._loss(model, noisy, clean).backward()
+            S._loss(model, noisy, clean).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i:
@@ -141,8 +144,8 @@ def step_times(kws: list[dict], batch: int, segment: float, steps: int) -> list[
 
 def checkpointing(batch: int, segment: float, steps: int) -> dict:
     off, on = kwargs("abl3"), kwargs("abl3", checkpointing=True)
-    peak_off = P.measure(off, batch, segment)["peak_bytes"]
-    peak_on = P.measure(on, batch, segment)["peak_bytes"]
+    peak_off = M.measure(off, batch, segment)["peak_bytes"]
+    peak_on = M.measure(on, batch, segment)["peak_bytes"]
     t_off, t_on = step_times([off, on], batch, segment, steps)
     cut, extra = 1 - peak_on / peak_off, t_on / t_off - 1
     print(f"# abl3 checkpointing: peak -{cut:.0%}, time {extra:+.0%}", file=sys.stderr, flush=True)

@@ -3,7 +3,8 @@ import torch
 
 from bsmamba import config
 from bsmamba.memory import ladder
-from bsmamba.memory import plan as P
+from bsmamba.memory import predict as Pr
+from bsmamba.memory import step as S
 
 
 def cfg_of(*overrides):
@@ -80,8 +81,8 @@ def small(*more):
 
 
 def test_fit_steps_down_until_the_prediction_fits_the_budget():
-    at4 = P.predict(config.model_kwargs(small()), 4, 0.1)["peak_bytes"]
-    at6 = P.predict(config.model_kwargs(small()), 6, 0.1)["peak_bytes"]
+    at4 = Pr.predict(config.model_kwargs(small()), 4, 0.1)["peak_bytes"]
+    at6 = Pr.predict(config.model_kwargs(small()), 6, 0.1)["peak_bytes"]
     assert at4 < at6
     cfg, events = ladder.fit(small(f"memory.budget={(at4 + at6) // 2}"))
     assert cfg.train.batch_size == 4 and cfg.model.d_state == 12  # one rung was enough
@@ -113,7 +114,7 @@ def test_injected_oom_during_training_continues_on_the_next_rung_keeping_finishe
         try:
             ladder.inject_oom(step)
             noisy = torch.randn(cfg.train.batch_size, 1600)
-            P._loss(model, noisy, noisy * 0.5).backward()
+            S._loss(model, noisy, noisy * 0.5).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             done.append(step)

@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from bsmamba import cli, config
+from bsmamba.memory import cli as plan_cli
+from bsmamba.memory import measure as M
 from bsmamba.memory import plan as P
+from bsmamba.memory import predict as Pr
+from bsmamba.memory import step as S
 from bsmamba.memory.tracker import LiveBytes
 from bsmamba.presets import PRESETS
 
@@ -49,7 +53,7 @@ def test_tracker_categories_and_owners_at_the_peak():
 
 
 def test_cpu_profiler_sees_a_known_allocation():
-    rise = P._cpu_peak_rise(lambda: torch.ones(250_000).sum())  # 1 MB, freed at once
+    rise = M._cpu_peak_rise(lambda: torch.ones(250_000).sum())  # 1 MB, freed at once
     assert 1_000_000 <= rise < 1_000_000 + 4096
 
 
@@ -63,7 +67,7 @@ def test_predicted_within_10_percent_of_measured_on_cpu(preset):
     tol = 0.10 if kwargs(preset)["mixer"] == "lstm" else 0.01
     assert abs(r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1) < tol, r
     b = r["breakdown"]
-    n_params = sum(p.numel() for p in P._build(kwargs(preset)).parameters())
+    n_params = sum(p.numel() for p in S._build(kwargs(preset)).parameters())
     assert b["optimizer_state_bytes"] >= 2 * 4 * n_params  # Adam: two fp32 moments
     assert b["activations_bytes"] > b["parameters_bytes"]
     assert r["verdict"] == "fits" and r["top_layers"]
@@ -79,8 +83,8 @@ def test_verdict_against_a_small_budget_and_a_bad_device():
 def test_cuda_figure_on_cpu_only_torch_is_a_labelled_estimate():
     if torch.cuda.is_available():
         pytest.skip("a CUDA torch measures instead")
-    cpu = P.predict(kwargs("modified"), 1, 0.1, "cpu")
-    cuda = P.predict(kwargs("modified"), 1, 0.1, "cuda")
+    cpu = Pr.predict(kwargs("modified"), 1, 0.1, "cpu")
+    cuda = Pr.predict(kwargs("modified"), 1, 0.1, "cuda")
     assert cuda["estimate"] and not cpu["estimate"]
     assert cuda["peak_bytes"] > cpu["peak_bytes"]  # rounding + workspace
     assert any("estimate" in a for a in cuda["assumptions"])
@@ -89,12 +93,12 @@ def test_cuda_figure_on_cpu_only_torch_is_a_labelled_estimate():
 
 def test_max_batch_is_the_largest_that_fits():
     kw = kwargs("modified")
-    one = P.predict(kw, 1, 0.1)["peak_bytes"]
+    one = Pr.predict(kw, 1, 0.1)["peak_bytes"]
     budget = int(one * 2.5)
     res = P.max_batch(kw, 0.1, budget)
     found = res["max_batch_size"]
     assert found >= 2
-    assert P.predict(kw, found, 0.1)["peak_bytes"] <= budget  # an independent check
+    assert Pr.predict(kw, found, 0.1)["peak_bytes"] <= budget  # an independent check
     assert res["by_batch"][str(found + 1)] > budget  # and the next batch was tried and failed
 
 
@@ -129,7 +133,7 @@ def test_card_table_gives_each_card_the_largest_batch_that_fits():
     earlier = configs["abl1 earlier (num_layers=4, d_state=16)"]
     assert earlier["num_layers"] == 4 and earlier["d_state"] == 16 and earlier["mixer"] == "bimamba"
     names = ("modified", "modified earlier (num_layers=4, d_state=16)")
-    one = P.predict(configs["modified"], 1, 0.1, "cpu")["peak_bytes"]
+    one = Pr.predict(configs["modified"], 1, 0.1, "cpu")["peak_bytes"]
     cards = (one * 1.5 / 2**30, one * 4 / 2**30)
     table = P.card_table({k: configs[k] for k in names}, 0.1, cards, device="cpu")
     for name in names:
@@ -146,11 +150,11 @@ def test_card_table_gives_each_card_the_largest_batch_that_fits():
     budget = int(cards[1] * 2**30)
     cell = table["modified"]["by_card"][f"{cards[1]:g}GiB"]
     b = cell["max_batch_size"]
-    assert P.predict(configs["modified"], b, 0.1, "cpu")["peak_bytes"] <= budget
+    assert Pr.predict(configs["modified"], b, 0.1, "cpu")["peak_bytes"] <= budget
     assert cell["predicted_bytes"] <= budget
     exact = P.max_batch(configs["modified"], 0.1, budget, "cpu")["max_batch_size"]
     assert exact - max(1, 0.03 * exact) <= b <= exact, (b, exact)
-    text = P._render_cards(table, cards)  # what `bsmamba plan --cards` prints
+    text = plan_cli._render_cards(table, cards)  # what `bsmamba plan --cards` prints
     assert text.startswith("largest training batch per card (predicted on cpu")
     assert f"{cards[0]:g} GiB" in text and names[1] in text
 
@@ -167,7 +171,7 @@ def test_plan_cards_command_and_the_verdict_names_device_budget_and_basis(capsys
         assert r["device"] == "cuda" and r["estimate"] == (not torch.cuda.is_available())
         b = r["by_card"]["1GiB"]["max_batch_size"]
         assert 0 < r["by_card"]["1GiB"]["predicted_bytes"] <= 2**30
-        assert r["fixed_bytes"] > P.CUDA_CONTEXT_BYTES
+        assert r["fixed_bytes"] > Pr.CUDA_CONTEXT_BYTES
         assert r["fixed_bytes"] + r["bytes_per_item"] * (b + 1) > 2**30
     assert cli.main(["plan", "--cards", "big"]) == 2
     assert "--cards" in capsys.readouterr().err

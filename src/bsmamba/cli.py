@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enhance": ("bsmamba.enhance", "enhance a file or a folder with a checkpoint"),
     "evaluate": ("bsmamba.evaluate", "score enhanced audio: PESQ, CSIG, CBAK, COVL, SSNR, STOI"),
     "params": ("bsmamba.params", "parameter counts and MACs per preset, beside the plan's claims"),
-    "plan": ("bsmamba.memory.plan", "peak training memory: measured and predicted, with verdict"),
+    "plan": ("bsmamba.memory.cli", "peak training memory: measured and predicted, with verdict"),
     "presets": ("bsmamba.presets_cli", "print the resolved constructor arguments of each preset"),
     "prepare-voicebank": ("bsmamba.data.voicebank", "resample VoiceBank+DEMAND 48 kHz -> 16 kHz"),
     "doctor": ("bsmamba.doctor", "versions, device, threads and the scan backend `auto` picks"),
