@@ -174,3 +174,16 @@ def test_noisy_twins_subfolders_and_loud_samples(tmp_path):
     assert "PESQ found no speech" in silent["error"] and "NaN to integer" not in silent["error"]
     assert s["metrics"]["enhanced"]["pesq"]["failures"] == 1  # counted, not quietly dropped
     assert "(1 failed)" in table(s)
+
+
+def test_there_is_no_device_flag_scoring_runs_on_the_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bsmamba.cli", "evaluate", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--device" not in out.stdout and "on the CPU" in out.stdout
+    cmd = [sys.executable, "-m", "bsmamba.cli", "evaluate", "--clean", str(tmp_path)]
+    out = subprocess.run([*cmd, "--enhanced", str(tmp_path), "--device", "cuda"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--device" in out.stderr

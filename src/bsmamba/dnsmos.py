@@ -284,7 +284,7 @@ def _cell(s: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``bsmamba evaluate`` without ``--clean`` (its arguments; --convention, --device unused)."""
+    """``bsmamba evaluate`` without ``--clean`` (its arguments; --convention unused)."""
     if args.sample_rate != SAMPLE_RATE:
         raise ValueError(f"DNSMOS scores 16 kHz audio; drop --sample-rate {args.sample_rate}")
     from bsmamba.evaluate import NotWritten

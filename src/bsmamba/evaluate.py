@@ -373,9 +373,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resample other rates (soxr HQ) instead of failing")  # fmt: skip
     parser.add_argument("--convention", default="matlab", choices=list(metrics.CONVENTIONS),
                         help="composite: matlab (exact, default) or cmgan (/32768)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="BLAS threads per worker (0=1)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
-                        help="accepted like train/enhance; metrics run on the CPU")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="BLAS threads per worker (0=1); "
+                        "scoring runs on the CPU")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary JSON")
     parser.add_argument("--allow-partial", action="store_true",
                         help="exit 0 when some pairs failed, others scored (else 1)")  # fmt: skip
