@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from bsmamba import checkpoint as ckpt_io
 from bsmamba import config, env, files, schema
 from bsmamba.memory import ladder
+from bsmamba.train import console
 
 ACCELERATORS = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}  # Lightning's names
 
@@ -55,12 +54,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cfg = _validate(_reconcile(cfg, out))
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
-    _quiet(not cfg.train.progress)
+    console.quiet(not cfg.train.progress)
 
     events: list[dict] = []
     if cfg.memory.check and not (out / "checkpoints" / ckpt_io.LAST).exists():
         cfg, events = ladder.fit(cfg)
-        _say(cfg, *[ladder.describe(e) for e in events])
+        console.say(cfg, *[ladder.describe(e) for e in events])
         _write_ladder(out, events, cfg)
     while True:
         try:
@@ -73,10 +72,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 # A rung taken by one rank alone would leave the others blocked in a collective
                 # (a hang until the process-group timeout) or training another model.
                 raise RuntimeError(
-                    f"out of memory on rank {_rank()} of {devices * nodes} during distributed "
-                    f"training ({e}). The ladder cannot step down one rank alone. Start a new "
-                    "run with a smaller train.batch_size, or with memory.budget set to one "
-                    "GPU's memory so that every rank's plan steps down before step 0; "
+                    f"out of memory on rank {console.rank()} of {devices * nodes} during "
+                    f"distributed training ({e}). The ladder cannot step down one rank alone. "
+                    "Start a new run with a smaller train.batch_size, or with memory.budget set "
+                    "to one GPU's memory so that every rank's plan steps down before step 0; "
                     f"{out} keeps its checkpoints."
                 ) from e
             stepped = ladder.step_down(cfg, f"out of memory during training: {e}")
@@ -84,11 +83,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 raise
             cfg, event = stepped
             events.append(event)
-            if event.get("restart") and (out / "checkpoints").exists() and _rank() == 0:
+            if event.get("restart") and (out / "checkpoints").exists() and console.rank() == 0:
                 # New parameter shapes cannot load the old weights: start again from step 0.
                 shutil.rmtree(out / "checkpoints")
             resume = "restarting from step 0" if event.get("restart") else "resuming"
-            _say(cfg, f"{ladder.describe(event)}; {resume}")
+            console.say(cfg, f"{ladder.describe(event)}; {resume}")
             _write_ladder(out, events, cfg)
 
 
@@ -119,7 +118,7 @@ def _check_resume(rd: Path, cfg: DictConfig) -> None:
 
 def _write_ladder(out: Path, events: list[dict], cfg: DictConfig) -> None:
     """ladder.json: what the memory ladder did and the config training ended up with."""
-    if events and _rank() == 0:
+    if events and console.rank() == 0:
         files.write_json(out / "ladder.json", {"events": events, "config": config.to_dict(cfg)})
 
 
@@ -135,7 +134,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
 
     t = cfg.train
     ckdir = out / "checkpoints"
-    if _rank() == 0:
+    if console.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         files.write_text(out / "config.yaml", config.to_yaml(cfg))
         files.write_json(out / "environment.json", environment())
@@ -182,7 +181,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     )
     resume = ckdir / ckpt_io.LAST
     if resume.is_file():
-        _say(cfg, f"resuming from {resume}")
+        console.say(cfg, f"resuming from {resume}")
         ckpt_io.check_fits(resume, ckpt_io.model_state(ckpt_io.load(resume)), model)
     t0 = time.perf_counter()
     try:
@@ -198,7 +197,7 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
         results["ddp"] = _rank_digests(trainer, module)
     if trainer.global_rank == 0:
         files.write_json(out / "results.json", results)  # ladder.json: written by run()
-        _summary(cfg, out, results)
+        console.summary(cfg, out, results)
     if trainer.world_size > 1:
         # Leave together: a rank exiting while a peer still talks to it can abort the peer.
         import torch.distributed as dist
@@ -286,12 +285,6 @@ def _distribution(cfg: DictConfig) -> tuple[int, int, str]:
     return devices, nodes, "ddp_find_unused_parameters_true" if t.metricgan else "ddp"
 
 
-def _rank() -> int:
-    """This process's global rank (torchrun: RANK; a plain `srun bsmamba train`: SLURM_PROCID)."""
-    env = os.environ
-    return int(env.get("RANK", env.get("SLURM_PROCID", env.get("LOCAL_RANK", 0))))
-
-
 def _validate(cfg: DictConfig) -> DictConfig:
     from bsmamba.train.module import check_recipe
 
@@ -344,64 +337,6 @@ def _reconcile(cfg: DictConfig, out: Path) -> DictConfig:
     )
 
 
-def _say(cfg: DictConfig, *lines: str) -> None:
-    if cfg.train.progress and _rank() == 0:
-        for line in lines:
-            print(f"bsmamba train: {line}", flush=True)
-
-
-def _quiet(on: bool) -> None:
-    # Lightning's hints that do not apply here (few workers on CPU, small logging interval ...).
-    for msg in (
-        ".*does not have many workers.*",
-        ".*is smaller than the logging interval.*",
-        ".*exists and is not empty.*",
-        ".*on_train_epoch_end.*",
-        ".*GPU available but not used.*",
-        ".*treespec, LeafSpec.*",
-        ".*dataloader is not resumable.*",  # EpochSampler resumes mid-epoch by itself
-        ".*when logging on epoch level in distributed.*",  # validation sums are reduced by hand
-        ".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*",  # D steps all skipped
-    ):
-        warnings.filterwarnings("ignore", message=msg)
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        if on:
-            logger.setLevel(logging.WARNING)
-        if not any(isinstance(f, _DropChatter) for f in logger.filters):
-            logger.addFilter(_DropChatter())
-
-
-class _DropChatter(logging.Filter):
-    """Drops Lightning's advertising and restated defaults; keeps everything else."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not ("Tip:" in msg or "was configured so 100%" in msg)
-
-
-def _summary(cfg: DictConfig, out: Path, r: dict) -> None:
-    step = f"{r['step_time_s']:.3f} s/step" if r["step_time_s"] else "step time n/a"
-    best = (
-        f"best val PESQ {r['best_val_pesq']:.3f} (STOI {r['best_val_stoi']:.3f}) at epoch "
-        f"{r['best_epoch']}"
-        if r["best_val_pesq"] is not None
-        else "no validation PESQ"
-    )
-    _say(
-        cfg,
-        f"{cfg.model.preset}: {r['steps']} steps ({r['epochs']} epochs) in "
-        f"{r['wall_time_s']:.1f} s ({step}); {best}; "
-        f"{r['nonfinite_steps']} non-finite steps skipped"
-        + (
-            f"; {r['disc_skipped_steps']} discriminator steps skipped"
-            if cfg.train.metricgan
-            else ""
-        ),
-        f"results: {out / 'results.json'}",
-    )
-
-
 # ---- command line ----------------------------------------------------------------------------
 
 
@@ -433,7 +368,7 @@ def main(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume(rd, cfg)  # before the results below are moved: a refusal changes nothing
         done = rd / "results.json"
-        if done.is_file() and _rank() == 0:
+        if done.is_file() and console.rank() == 0:
             # --resume on a finished run continues it (e.g. with a larger train.max_steps or
             # train.epochs); the earlier results are kept beside the new ones.
             steps = _read_results(done).get("steps")
@@ -444,6 +379,6 @@ def main(args: argparse.Namespace) -> int:
         results = run(cfg)
     except NonFiniteLossError as e:
         raise ValueError(str(e)) from None
-    if args.json and _rank() == 0:
+    if args.json and console.rank() == 0:
         print(json.dumps(results, indent=2))
     return 0
