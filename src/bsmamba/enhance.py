@@ -25,7 +25,6 @@ import torch
 from bsmamba import env, files
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
-DEVICES = env.DEVICES
 MIN_CHUNK_S = 1.0  # shortest chunk (seconds) the chunked path accepts
 MARKER = files.ENHANCED_MARKER  # in an output folder: written by `bsmamba enhance`
 
@@ -312,7 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(with --engine onnxruntime: a file from `bsmamba export`)")  # fmt: skip
     parser.add_argument("input", help="an audio file or a folder (searched recursively)")
     parser.add_argument("output", help="output file, or folder mirroring the input folder")
-    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--device", default="cpu", choices=env.DEVICES)
     parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
                         help="onnxruntime: run an exported .onnx file (CPU)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
