@@ -125,15 +125,15 @@ def scan_section(device: str, dry: bool) -> dict:
 
 # ----------------------------------------------------------------------------- 2. presets
 def _step_time(kw: dict, batch: int, segment: float, device: str, bf16: bool, repeats=3) -> float:
-    model = S._build(kw).to(device)
-    opt = S._adam_with_state(model)
-    noisy, clean = S._batch(model, batch, segment, device)
+    model = S.build(kw).to(device)
+    opt = S.adam_with_state(model)
+    noisy, clean = S.make_batch(model, batch, segment, device)
     times = []
     for i in range(repeats + 1):
         _sync(device)
         t0 = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = S._loss(model, noisy, clean)
+            loss = S.step_loss(model, noisy, clean)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

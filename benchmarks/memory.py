@@ -109,7 +109,7 @@ def _scan_calls(kw: dict) -> int:
     """Selective scans one forward runs: one per Mamba block (BiMamba holds two)."""
     from bsmamba.sequence.mamba import Mamba
 
-    return sum(isinstance(m, Mamba) for m in S._build(kw).modules())
+    return sum(isinstance(m, Mamba) for m in S.build(kw).modules())
 
 
 def _one_state_tensor_bytes(kw: dict, batch: int, segment: float) -> int:
@@ -127,14 +127,14 @@ def step_times(kws: list[dict], batch: int, segment: float, steps: int) -> list[
 
     Steps of the configs alternate, so a load change on a shared machine hits all of them alike.
     """
-    models = [S._build(kw) for kw in kws]
+    models = [S.build(kw) for kw in kws]
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-    noisy, clean = S._batch(models[0], batch, segment, "cpu")
+    noisy, clean = S.make_batch(models[0], batch, segment, "cpu")
     times: list[list[float]] = [[] for _ in kws]
     for i in range(steps + 1):
         for model, opt, out in zip(models, opts, times, strict=True):
             t0 = time.perf_counter()
-            S._loss(model, noisy, clean).backward()
+            S.step_loss(model, noisy, clean).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i:

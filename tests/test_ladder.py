@@ -114,7 +114,7 @@ def test_injected_oom_during_training_continues_on_the_next_rung_keeping_finishe
         try:
             ladder.inject_oom(step)
             noisy = torch.randn(cfg.train.batch_size, 1600)
-            S._loss(model, noisy, noisy * 0.5).backward()
+            S.step_loss(model, noisy, noisy * 0.5).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             done.append(step)

@@ -67,7 +67,7 @@ def test_predicted_within_10_percent_of_measured_on_cpu(preset):
     tol = 0.10 if kwargs(preset)["mixer"] == "lstm" else 0.01
     assert abs(r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1) < tol, r
     b = r["breakdown"]
-    n_params = sum(p.numel() for p in S._build(kwargs(preset)).parameters())
+    n_params = sum(p.numel() for p in S.build(kwargs(preset)).parameters())
     assert b["optimizer_state_bytes"] >= 2 * 4 * n_params  # Adam: two fp32 moments
     assert b["activations_bytes"] > b["parameters_bytes"]
     assert r["verdict"] == "fits" and r["top_layers"]

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from bsmamba.memory.step import (
-    _adam_with_state,
-    _batch,
-    _build,
-    _check_device,
-    _loss,
-    _nbytes,
-    _static,
+    adam_with_state,
+    build,
+    check_device,
+    make_batch,
+    static_bytes,
+    step_loss,
+    tensor_bytes,
 )
 
 
@@ -40,31 +40,31 @@ def measure(
     the CPU profiler slows it by a few tens of %), ``method`` and the static parts
     (``parameters_bytes``, ``optimizer_state_bytes``).
     """
-    device = _check_device(device)
+    device = check_device(device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda needs a CUDA build of torch and a GPU; this torch has none")
-    model = _build(model_kwargs).to(device)
-    opt = _adam_with_state(model)
-    noisy, clean = _batch(model, batch_size, segment_s, device)
+    model = build(model_kwargs).to(device)
+    opt = adam_with_state(model)
+    noisy, clean = make_batch(model, batch_size, segment_s, device)
     if warmup:
-        _loss(model, noisy, clean).backward()
+        step_loss(model, noisy, clean).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    static = _static(model, opt)
+    static = static_bytes(model, opt)
     before = static["parameters_bytes"] + static["optimizer_state_bytes"]
-    before += _nbytes([noisy, clean])
+    before += tensor_bytes([noisy, clean])
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        _loss(model, noisy, clean).backward()
+        step_loss(model, noisy, clean).backward()
         opt.step()
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         peak, method = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
     else:
         t0 = time.perf_counter()
-        rise = _cpu_peak_rise(lambda: (_loss(model, noisy, clean).backward(), opt.step()))
+        rise = _cpu_peak_rise(lambda: (step_loss(model, noisy, clean).backward(), opt.step()))
         dt = time.perf_counter() - t0
         peak, method = before + rise, "torch.profiler allocator events (CPU)"
     return {"peak_bytes": int(peak), "step_time_s": dt, "method": method, **static}

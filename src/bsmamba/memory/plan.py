@@ -12,7 +12,7 @@ import torch
 
 from bsmamba.memory.measure import measure as _measure  # plan()'s ``measure`` flag shadows it
 from bsmamba.memory.predict import CUDA_CONTEXT_BYTES, predict
-from bsmamba.memory.step import _check_device
+from bsmamba.memory.step import check_device
 from bsmamba.units import fmt_bytes, parse_bytes
 
 
@@ -31,7 +31,7 @@ def plan(
     ``measured_peak_bytes`` (None when not measured), ``predicted_peak_bytes``, ``breakdown``,
     ``top_layers``, ``budget_bytes``, ``verdict`` ("fits" | "does_not_fit") and more.
     """
-    device = _check_device(device)
+    device = check_device(device)
     budget_bytes = parse_bytes(budget)
     pred = predict(model_kwargs, batch_size, segment_s, device)
     can_run = device == "cpu" or torch.cuda.is_available()
@@ -121,7 +121,7 @@ def card_table(
     {"by_card": {"24GiB": {"max_batch_size", "predicted_bytes"}}, "bytes_per_item",
     "fixed_bytes", "line_error", "device", "segment_s", "verdict_basis", "estimate"}}``.
     """
-    device = _check_device(device)
+    device = check_device(device)
     extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
     out: dict[str, dict[str, Any]] = {}
     for name, kwargs in configs.items():

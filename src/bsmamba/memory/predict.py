@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bsmamba.memory.measure import _cpu_held
-from bsmamba.memory.step import _batch, _build, _check_device, _loss
+from bsmamba.memory.step import build, check_device, make_batch, step_loss
 from bsmamba.memory.tracker import LiveBytes
 from bsmamba.units import fmt_bytes
 
@@ -42,8 +42,8 @@ def predict(
     allocator does, + cuBLAS workspace), the ``breakdown`` by category in bytes, the ``top``
     layers by activation bytes at the peak, ``lstm_correction_bytes`` and ``assumptions``.
     """
-    device = _check_device(device)
-    model = _build(model_kwargs).to("meta")
+    device = check_device(device)
+    model = build(model_kwargs).to("meta")
     lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
     rates = {m: _lstm_bytes_per_row_frame(_lstm_key(m)) for m in lstms}  # real probes, untraced
     params = list(model.parameters())
@@ -52,7 +52,7 @@ def predict(
     # transient is added below as one parameter-sized temporary (the largest single tensor on
     # CPU; CUDA's multi-tensor Adam makes one for all parameters at once).
     moments = [torch.zeros_like(p) for p in params for _ in range(2)]
-    noisy, clean = _batch(model, batch_size, segment_s, "meta")
+    noisy, clean = make_batch(model, batch_size, segment_s, "meta")
     tracker = LiveBytes()
     ghosts: list[int] = []  # tracker records of the LSTM corrections
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def predict(
         tracker.watch(model)  # before the ghost hooks, so ghosts are owned by their LSTM
         hooks = [m.register_forward_pre_hook(_ghost_hook(rates[m], tracker, ghosts)) for m in lstms]
         tracker.phase = "loss"
-        loss = _loss(model, noisy, clean)
+        loss = step_loss(model, noisy, clean)
         tracker.phase = "backward"
         loss.backward()
         tracker.label([p.grad for p in params], "gradients")

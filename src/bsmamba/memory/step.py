@@ -15,19 +15,21 @@ from torch import nn
 DEVICES = ("cpu", "cuda")
 
 
-def _check_device(device: str) -> str:
+def check_device(device: str) -> str:
+    """``device`` if the plan knows it ('cpu' or 'cuda'), else a ``ValueError`` naming both."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     return device
 
 
-def _build(model_kwargs: dict[str, Any]) -> nn.Module:
+def build(model_kwargs: dict[str, Any]) -> nn.Module:
+    """A ``BandSplitEnhancer`` from its constructor kwargs (on the CPU, float32)."""
     from bsmamba.model import BandSplitEnhancer
 
     return BandSplitEnhancer(**model_kwargs)
 
 
-def _batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple:
+def make_batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple:
     """(noisy, clean), each (batch_size, segment_s * sample_rate) float32."""
     samples = int(round(segment_s * model.sample_rate))
     if batch_size < 1 or samples < 1:
@@ -36,14 +38,14 @@ def _batch(model: nn.Module, batch_size: int, segment_s: float, device) -> tuple
     return noisy, noisy * 0.5
 
 
-def _loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+def step_loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """The training loss with its default weights (compressed RI + magnitude L1)."""
     from bsmamba.losses import enhancement_loss
 
     return enhancement_loss(model, noisy, clean).total
 
 
-def _adam_with_state(model: nn.Module) -> torch.optim.Optimizer:
+def adam_with_state(model: nn.Module) -> torch.optim.Optimizer:
     """Adam whose moments exist already (steady state): one step with zero gradients."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for p in model.parameters():
@@ -53,7 +55,7 @@ def _adam_with_state(model: nn.Module) -> torch.optim.Optimizer:
     return opt
 
 
-def _nbytes(tensors) -> int:
+def tensor_bytes(tensors) -> int:
     """Bytes of distinct storages among ``tensors``."""
     seen = {}
     for t in tensors:
@@ -62,9 +64,10 @@ def _nbytes(tensors) -> int:
     return sum(seen.values())
 
 
-def _static(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, int]:
+def static_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, int]:
+    """The step's constant part: ``parameters_bytes`` (with buffers), ``optimizer_state_bytes``."""
     state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return {
-        "parameters_bytes": _nbytes([*model.parameters(), *model.buffers()]),
-        "optimizer_state_bytes": _nbytes(state),
+        "parameters_bytes": tensor_bytes([*model.parameters(), *model.buffers()]),
+        "optimizer_state_bytes": tensor_bytes(state),
     }
