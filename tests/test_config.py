@@ -128,3 +128,12 @@ def test_a_config_file_that_does_not_parse_is_named(tmp_path, text, message):
     assert str(e.value).startswith(f"{f} {message}") and "\n" not in str(e.value)
     with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
         config.load(tmp_path / "missing.yaml")
+
+
+def test_a_saved_config_with_retired_keys_still_loads(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text(
+        "memory:\n  inject_oom_at_step: -1\n  inject_oom_rank: -1\ntrain:\n  batch_size: 3\n"
+    )
+    cfg = config.load(old)
+    assert cfg.train.batch_size == 3 and "inject_oom_at_step" not in cfg.memory
