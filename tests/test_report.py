@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from bsmamba import schema
-from bsmamba.study import report
+from bsmamba.study import records, report
 
 FS = 16000
 NAMES = [f"spk_{i:03d}.wav" for i in range(6)]
@@ -271,10 +271,10 @@ def test_per_utterance_rows_are_checked_against_the_stage_record(study, tmp_path
     rec["summary"] = {"pairs": len(NAMES), "metrics": {"enhanced": counts}}
     rec_path.write_text(json.dumps(rec))
     csv_path = sdir / "abl3" / "s0" / "eval" / "scores.csv"
-    assert len(report.read_utterances(csv_path, rec)) == len(NAMES)  # whole: it passes
+    assert len(records.read_utterances(csv_path, rec)) == len(NAMES)  # whole: it passes
     csv_path.write_text(damage(csv_path.read_text()))
-    with pytest.raises(report.DamagedRecord, match=words) as e:
-        report.read_utterances(csv_path, rec)
+    with pytest.raises(records.DamagedRecord, match=words) as e:
+        records.read_utterances(csv_path, rec)
     assert str(csv_path) in str(e.value)
     doc = report.build(sdir)
     assert doc["by_system"]["abl3"]["seeds_scored"] == 1 and len(doc["damaged"]) == 1

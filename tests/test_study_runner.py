@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bsmamba import schema
-from bsmamba.study import report, runner
+from bsmamba.study import records, runner
 
 SYSTEMS = ["bsrnn", "abl3"]  # the smoke recipe covers all five; two keep the test short
 
@@ -59,7 +59,7 @@ def _table(md: str, title: str) -> list[list[str]]:
 def _utterances(run: Path) -> dict:
     ev = _rec(run / "stages" / "evaluate.json")
     assert ev["status"] == "done"
-    return report.read_utterances(run / ev["per_utterance_csv"])
+    return records.read_utterances(run / ev["per_utterance_csv"])
 
 
 def _cell(values: np.ndarray, digits: int) -> str:
@@ -86,7 +86,7 @@ def test_every_number_in_the_report_comes_from_a_run(smoke):
     rows = {r[0]: r[1:] for r in _table(md, "## Results")}
     assert list(rows) == ["Noisy input", *SYSTEMS]
     digits = [2, 2, 2, 2, 2, 3, 2]
-    noisy = report.read_utterances(
+    noisy = records.read_utterances(
         out / "noisy" / _rec(out / "noisy" / "evaluation.json")["per_utterance_csv"]
     )
     for name, utts in [("Noisy input", noisy)] + [

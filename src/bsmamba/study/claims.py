@@ -8,13 +8,12 @@ each row's note; they are ours, the plan gives none.
 
 from __future__ import annotations
 
-import math
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from bsmamba.presets import CLAIM_TOLERANCE, CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
+from bsmamba.study.stats import paired_bootstrap, paired_n_needed, utterance_means
 
 HOLDS, FAILS = "holds", "fails"
 NOT_SIGNIFICANT = "not significant"
@@ -29,60 +28,6 @@ PLAN_DECODER_SAVING = 100 * DECODER_CLAIM["saving"]  # "%"
 PLAN_BIDIR_GAIN = 0.3  # "+0.3 PESQ expected"
 PLAN_BATCH = 6
 MIN_PAIRED = 10  # fewer paired utterances than this: a bootstrap interval means nothing
-
-
-def paired_bootstrap(
-    a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0, level=0.95
-) -> dict[str, Any]:
-    """CI of mean(a - b) over the utterances both score, resampling utterances with replacement.
-
-    ``a``, ``b``: ``{utterance: score}``. Returns ``{mean_diff, ci_low, ci_high, n, n_boot}``;
-    the interval is the percentile interval at ``level``.
-    """
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names], float)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return {"mean_diff": None, "ci_low": None, "ci_high": None, "n": 0, "n_boot": n_boot}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))  # (resample, utterance)
-    boot = d[idx].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(boot, [tail, 100 - tail])
-    return {
-        "mean_diff": float(d.mean()),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
-        "n": int(d.size),
-        "n_boot": n_boot,
-    }
-
-
-def paired_n_needed(
-    a: dict[str, float], b: dict[str, float], power: float = 0.8, alpha: float = 0.05
-) -> dict[str, Any]:
-    """Pairs needed for a paired difference of the observed size to be significant.
-
-    ``a``, ``b``: ``{utterance (or seed): score}``, paired by key. With the observed mean ``m``
-    and sample std ``sd`` of ``a - b``, the normal-approximation size of a two-sided paired test
-    at level ``alpha`` with ``power``: ``n = ((z_{1-alpha/2} + z_{power}) * sd / |m|)^2``, rounded
-    up. Returns ``{n_needed, mean_diff, sd_diff, n, power, alpha}``; ``n_needed`` is None when it
-    cannot be estimated (fewer than 2 pairs, or no difference at all).
-    """
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names], float)
-    d = d[np.isfinite(d)]
-    out = {"n_needed": None, "mean_diff": None, "sd_diff": None, "n": int(d.size)}
-    out.update(power=power, alpha=alpha)
-    if d.size < 2:
-        return out
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    out.update(mean_diff=mean, sd_diff=sd)
-    if mean == 0.0:
-        return out
-    z = NormalDist().inv_cdf
-    out["n_needed"] = max(2, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / abs(mean)) ** 2))
-    return out
 
 
 def ranking_verdict(ci: dict, gain: float = 0.0) -> str:
@@ -282,8 +227,6 @@ def _pesq_range_claims(results: dict, systems: list[str]) -> list[dict]:
 
 
 def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[dict]:
-    from bsmamba.study.report import utterance_means
-
     pesq = {s: utterance_means(u, "pesq") for s, u in utts.items() if s != "noisy" and u}
     demo = " (on the demo set)" if results["is_demo_data"] else ""
     if len(results.get("seeds", [])) == 1:

@@ -15,8 +15,8 @@ Folder layout of a study (``studies/<recipe>/`` unless ``study.out``)::
 
 Resumable: a stage whose record says ``done`` is never rerun; an interrupted training is handed
 back to ``bsmamba.train.run``, which continues from the run dir's last checkpoint. A stage that
-fails is recorded with its error and the study goes on with the other systems; a stage whose
-module is not installed yet is recorded as ``not_available``.
+fails is recorded with its error and the study goes on with the other systems. The records are
+written and read through :mod:`bsmamba.study.records`.
 """
 
 from __future__ import annotations
@@ -34,14 +34,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from bsmamba import config, files
-from bsmamba.study import recipes
+from bsmamba.study import recipes, records
+from bsmamba.study.records import (
+    DONE,
+    FAILED,
+    RUN_STAGES,
+    RUNNING_ELSEWHERE,
+    SKIPPED,
+    SUBMITTED,
+    run_stage_path,
+)
 
-STAGES = ("params", "memory", "train", "enhance", "evaluate")
-DONE, FAILED, NOT_AVAILABLE, SKIPPED = "done", "failed", "not_available", "skipped"
-# Statuses of a run this command did not finish: queued on SLURM, or another process has it.
-SUBMITTED, RUNNING_ELSEWHERE = "submitted", "running_elsewhere"
 LAUNCHERS = ("local", "slurm")
-RECORD_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -103,22 +107,15 @@ def _stage(record_path: Path, name: str, fn, *, say) -> dict:
     say(name, "running")
     t0 = time.perf_counter()
     try:
-        rec = {"status": DONE, **fn()}
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("bsmamba"):
-            raise
-        rec = {"status": NOT_AVAILABLE, "error": f"{e.name} is not installed in this build"}
+        status, fields = DONE, fn()
     except _Skip as e:
-        rec = {"status": SKIPPED, "error": str(e)}
+        status, fields = SKIPPED, {"error": str(e)}
     except Exception as e:  # a failed system is reported; the others finish
-        rec = {
-            "status": FAILED,
-            "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc(limit=8),
-        }
-    rec["stage_time_s"] = round(time.perf_counter() - t0, 3)
-    files.write_json(record_path, {"record_version": RECORD_VERSION, "stage": name, **rec})
-    say(name, rec["status"])
+        status = FAILED
+        fields = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)}
+    fields["stage_time_s"] = round(time.perf_counter() - t0, 3)
+    rec = records.write_stage(record_path, name, status, fields)
+    say(name, status)
     return rec
 
 
@@ -161,7 +158,7 @@ def _memory_stage(cfg: DictConfig) -> dict:
         measure=bool(cfg.study.plan_measure),
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
-    if not _fits(res):
+    if not records.fits(res):
         at_plan = copy.deepcopy(cfg)
         at_plan.train.batch_size, at_plan.data.segment_s = b, seg
         at_plan.memory.check = True  # the recipe may skip the in-run check; this one is asked for
@@ -178,15 +175,6 @@ def _memory_stage(cfg: DictConfig) -> dict:
             "checkpointing": fitted.model.checkpointing,
         }
     return out
-
-
-def _fits(plan_result: dict) -> bool:
-    v = plan_result.get("fits", plan_result.get("verdict"))
-    if isinstance(v, dict):
-        v = v.get("fits")
-    if isinstance(v, str):
-        return v.lower().startswith("fit")
-    return bool(v)
 
 
 def _train_stage(cfg: DictConfig) -> dict:
@@ -276,12 +264,7 @@ def _evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path, workers=None)
         # Spawned scoring workers cost seconds to start: worth it only for more than a few files.
         workers = 2 if len(list(Path(deg_dir).glob("*.wav"))) > 8 else 0
     summary = evaluate_dirs(clean_dir, deg_dir, out_dir=out_dir, workers=workers)
-    return {"summary": summary, "per_utterance_csv": _utterance_csv(out_dir)}
-
-
-def _utterance_csv(out_dir: Path) -> str | None:
-    found = sorted(Path(out_dir).glob("*.csv"))
-    return str(found[0].relative_to(out_dir.parent)) if found else None
+    return {"summary": summary, "per_utterance_csv": records.utterance_csv(out_dir)}
 
 
 def _duration(path: Path) -> float:
@@ -461,12 +444,8 @@ def _run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, ec
             continue
         # The run process died (killed by the OS, ...): its records say where resume starts.
         echo(f"[study] {system}/s{seed}: {res}; rerun to resume")
-        outcomes.append((dict.fromkeys(("train", "enhance", "evaluate"), "crashed"), []))
+        outcomes.append((dict.fromkeys(RUN_STAGES, "crashed"), []))
     return outcomes
-
-
-def _status(record: Path) -> str:
-    return (files.read_json(record) or {}).get("status", "missing")
 
 
 def _run_slurm(
@@ -479,7 +458,7 @@ def _run_slurm(
     outcomes, todo = [], []
     for system, seed in tasks:
         rdir = sdir / system / f"s{seed}"
-        st = {k: _status(rdir / "stages" / f"{k}.json") for k in ("train", "enhance", "evaluate")}
+        st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
         who = holder(rdir)
         if st["evaluate"] == DONE or st["train"] == SKIPPED:
             outcomes.append((st, []))
@@ -617,7 +596,7 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
     files.write_json(
         sdir / "study.json",
         {
-            "record_version": RECORD_VERSION,
+            "record_version": records.RECORD_VERSION,
             "recipe": cfg.study.recipe,
             "systems": systems,
             "seeds": seeds,
@@ -662,7 +641,7 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
         mem = _stage(
             sdir / system / "memory.json", "memory", lambda c=rcfg: _memory_stage(c), say=say
         )
-        fits[system] = mem.get("status") != DONE or _fits(mem.get("plan", {}))
+        fits[system] = mem.get("status") != DONE or records.fits(mem.get("plan", {}))
 
     only_abl3 = bool(cfg.study.abl3_only_fallback) and not all(fits.values())
     if only_abl3:
@@ -746,4 +725,4 @@ def main(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-__all__ = ["STAGES", "run_study", "study_config", "run_config", "study_dir"]
+__all__ = ["run_study", "study_config", "run_config", "study_dir"]
