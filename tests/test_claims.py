@@ -184,3 +184,17 @@ def test_with_several_seeds_the_note_also_counts_seeds():
     res["seeds"] = [0]  # one seed: nothing to say about seeds
     row = _find(claims.check(res, {s: u[:1] for s, u in utts.items()}, n_boot=100), "abl2 ≥ abl1")
     assert "seeds on this test set" not in row["note"] and "utterances would make" in row["note"]
+
+
+def test_params_and_the_study_judge_the_size_claims_alike():
+    from bsmamba import params
+
+    rep = params.report(["bsrnn", "abl2", "abl3"], ["dim=16"])
+    counts = {s: r["params"] for s, r in rep["by_preset"].items()}
+    decoders = {s: r["params_by_component"]["decoder"] for s, r in rep["by_preset"].items()}
+    rows = claims.check(_results(counts, decoders=decoders), {})
+    study = {r["claim"]: r["verdict"] for r in rows}
+    shared = [c for c in rep["claims"] if c["claim"] in study]
+    assert len(shared) == len(rep["claims"]) >= 6  # every size claim of params, in the study too
+    assert all(study[c["claim"]] == c["verdict"] for c in shared)
+    assert {c["verdict"] for c in shared} == {claims.HOLDS, claims.FAILS}
