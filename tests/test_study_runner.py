@@ -155,10 +155,11 @@ def _is_report_output(out: Path, p: Path) -> bool:
     return rel[0] in (*report, "study.json")
 
 
-def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
+def test_a_damaged_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
     out, args, _ = smoke
-    # bsrnn's evaluation record is lost: only that evaluation is redone.
-    (out / "bsrnn" / "s0" / "stages" / "evaluate.json").unlink()
+    # bsrnn's scores were cut off (its record says done): only that evaluation is redone.
+    scores = out / "bsrnn" / "s0" / _rec(out / "bsrnn/s0/stages/evaluate.json")["per_utterance_csv"]
+    scores.write_text(scores.read_text()[:-5])
     # abl3 was killed mid-training and left a corrupt last checkpoint: resuming must fail
     # loudly, be reported, and not stop the other system.
     run = out / "abl3" / "s0"
@@ -174,7 +175,9 @@ def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
         ("abl3/s0", "enhance", "skipped"),
         ("abl3/s0", "evaluate", "skipped"),
     ]
+    assert re.search(r"bsrnn/s0\s+evaluate\s+recomputing: .*last line is cut off", res.stdout)
     assert _rec(out / "bsrnn" / "s0" / "stages" / "evaluate.json")["status"] == "done"
+    assert records.read_utterances(scores)  # whole again
     md = (out / "report.md").read_text()
     assert "Stages that did not finish" in md and "`abl3` s0/train" in md
     rows = {r[0]: r[1:] for r in _table(md, "## Results")}

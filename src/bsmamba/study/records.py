@@ -147,3 +147,16 @@ def utterances_of(
     except (DamagedRecord, FileNotFoundError) as e:
         damaged.append(f"{e}; {fix}")
         return None
+
+
+def scores_damage(eval_record: dict, base: Path) -> str | None:
+    """Why the per-utterance scores of a ``done`` evaluate record cannot be used (read as the
+    report reads them), or None when they can."""
+    rel = eval_record.get("per_utterance_csv")
+    if not rel:
+        return "its record names no per-utterance CSV"
+    try:
+        read_utterances(Path(base) / rel, eval_record)
+    except (DamagedRecord, FileNotFoundError) as e:
+        return str(e)
+    return None

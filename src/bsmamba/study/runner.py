@@ -95,15 +95,20 @@ def run_config(cfg: DictConfig, system: str, seed: int, out: Path) -> DictConfig
 
 
 # ----------------------------------------------------------------------------- records
-def _stage(record_path: Path, name: str, fn, *, say) -> dict:
+def _stage(record_path: Path, name: str, fn, *, say, scores_in: Path | None = None) -> dict:
     """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome.
 
-    ``say(stage, status)`` is told "reused", or "running" and then the final status.
+    ``say(stage, status)`` is told "reused", or "running" and then the final status. An
+    evaluate record (``scores_in``: the folder its ``per_utterance_csv`` is relative to) is
+    reused only when the report can read its scores; damaged ones are recomputed.
     """
     old = files.read_json(record_path)
     if old and old.get("status") == DONE:
-        say(name, "reused")
-        return old
+        damage = records.scores_damage(old, scores_in) if scores_in is not None else None
+        if damage is None:
+            say(name, "reused")
+            return old
+        say(name, f"recomputing: {damage}")
     say(name, "running")
     t0 = time.perf_counter()
     try:
@@ -321,7 +326,7 @@ def _resolve_data(cfg: DictConfig) -> Path:
 # ----------------------------------------------------------------------------- one run
 def _teller(where: str, echo, computed: list):
     def say(stage: str, status: str) -> None:
-        if status not in ("reused", "running"):
+        if status not in ("reused", "running") and not status.startswith("recomputing"):
             computed.append(f"{where}/{stage}")
         echo(f"[study] {where:<14} {stage:<9} {status}")
 
@@ -388,7 +393,7 @@ def _run_one_locked(
             raise _Skip("enhancement did not finish")
         return _evaluate_stage(clean_dir, rdir / "enhanced", rdir / "eval", eval_workers)
 
-    ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say)
+    ev = _stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say, scores_in=rdir)
     statuses = {"train": tr["status"], "enhance": en["status"], "evaluate": ev["status"]}
     return statuses, computed
 
@@ -460,7 +465,10 @@ def _run_slurm(
         rdir = sdir / system / f"s{seed}"
         st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
         who = holder(rdir)
-        if st["evaluate"] == DONE or st["train"] == SKIPPED:
+        scored = st["evaluate"] == DONE and not records.scores_damage(
+            records.read(run_stage_path(rdir, "evaluate"), []), rdir
+        )
+        if scored or st["train"] == SKIPPED:
             outcomes.append((st, []))
         elif who is not None:  # a job of an earlier submission is running it
             echo(f"[study] {f'{system}/s{seed}':<14} running elsewhere: {describe(who)}")
@@ -630,6 +638,7 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
         "evaluate",
         lambda: _evaluate_stage(clean_dir, noisy_dir, sdir / "noisy" / "eval"),
         say=teller("noisy"),
+        scores_in=sdir / "noisy",
     )
 
     # Phase 1: seed-independent measurements at the plan's shape.
