@@ -64,6 +64,7 @@ def _results(params, demo=True, pesq=None, fits=None, decoders=None):
         if fits is not None:
             row.update(
                 fits_plan_shape=fits[s],
+                memory_verdict=f"{'fits' if fits[s] else 'does not fit'} on cpu (measured ...)",
                 peak_bytes=(1 if fits[s] else 40) * 2**30,
                 peak_source="measured",
                 memory_budget="24GiB",

@@ -7,6 +7,7 @@ aggregate the report prints can be recomputed here from the same inputs (two see
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import soundfile as sf
 
 from bsmamba import schema
 from bsmamba.study import records, report
+from bsmamba.study.lock import FolderLock
 
 FS = 16000
 NAMES = [f"spk_{i:03d}.wav" for i in range(6)]
@@ -95,10 +97,14 @@ def study(tmp_path_factory):
             {
                 "status": "done",
                 "budget": "24GiB",
-                "plan": {
+                "plan": {  # the fields of bsmamba.memory.plan.plan's result the report reads
                     "measured_peak_bytes": (2 + i) * 2**30,
                     "predicted_peak_bytes": 2**31,
+                    "needed_bytes": (2 + i) * 2**30,
+                    "budget_bytes": 24 * 2**30,
+                    "device": "cpu",
                     "verdict": "fits",
+                    "verdict_basis": "measured",
                 },
             },
         )
@@ -202,6 +208,36 @@ def test_report_command(study, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "study.json" in bad.stderr
+    assert "a study is running" not in out.stderr
+    with FolderLock(sdir, what="study"):  # a study still running in this folder: a warning
+        held = subprocess.run(
+            [sys.executable, "-m", "bsmamba.cli", "report", str(sdir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert held.returncode == 0 and "Noisy input" in held.stdout
+    assert f"a study is running in this folder: pid {os.getpid()}" in held.stderr
+
+
+def test_where_each_run_ran_and_the_memory_verdict_in_words(study, tmp_path):
+    sdir = _copy(study, tmp_path)
+    rec_path = sdir / "abl3" / "s1" / "stages" / "train.json"
+    worker = {"launcher": "slurm", "host": "gpu07", "pid": 7, "gpus": ["2", "3"], "job_id": "9_1"}
+    rec_path.write_text(json.dumps({**json.loads(rec_path.read_text()), "worker": worker}))
+    doc = report.build(sdir)
+    assert (
+        doc["runs"]["abl3"]["1"]["worker"] == worker and doc["runs"]["abl3"]["0"]["worker"] is None
+    )
+    assert doc["runs"]["abl3"]["1"]["train"] == "done"
+    rows = report.worker_rows(doc)
+    assert ["abl3", "1", "slurm", "gpu07", "2, 3", "9_1"] in rows
+    assert ["bsrnn", "0", "-", "-", "-", "-"] in rows and len(rows) == 4
+    md = (sdir / "report.md").read_text()
+    assert "## Where each run ran" in md and "| abl3 | 1 | slurm | gpu07 | 2, 3 | 9_1 |" in md
+    assert "gpu07" in (sdir / "report.html").read_text()
+    fits = next(c for c in doc["claims"] if c["claim"] == "abl3 fits in memory with batch size 6")
+    assert fits["measured"].startswith("fits on cpu (measured 3.00 GiB vs budget 24.00 GiB)")
 
 
 def _copy(study, tmp_path):

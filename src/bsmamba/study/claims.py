@@ -69,8 +69,8 @@ def _memory_claims(results: dict, systems: list[str]) -> list[dict]:
         if r.get("fits_plan_shape") is None:
             rows.append(_row(claim, "fits", "-", NOT_MEASURED))
             continue
-        where = f"{r['peak_source']} at batch {shape['batch_size']} x {shape['segment_s']:g} s"
-        measured = f"{r['peak_bytes'] / 2**30:.2f} GiB ({where})"
+        measured = f"{r['memory_verdict']} at batch {shape['batch_size']} x "
+        measured += f"{shape['segment_s']:g} s"
         note = f"budget {r.get('memory_budget')}"
         if shape["batch_size"] != PLAN_BATCH:
             note += f"; measured at batch {shape['batch_size']}, not the plan's {PLAN_BATCH}"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bsmamba.data import manifest_snrs
+from bsmamba.memory.plan import verdict_text
 from bsmamba.study import records, stats
 from bsmamba.study.records import DONE
 
@@ -55,6 +56,7 @@ def _system_row(sdir: Path, system: str, damaged: list[str]) -> dict[str, Any]:
         row["peak_source"] = "measured" if measured is not None else "predicted"
         row["predicted_peak_bytes"] = plan.get("predicted_peak_bytes")
         row["fits_plan_shape"] = records.fits(plan)
+        row["memory_verdict"] = verdict_text(plan)  # names the device, budget and basis
         row["memory_budget"] = mem.get("budget")
         row["ladder_events"] = mem.get("ladder_events", [])
         row["ladder_error"] = mem.get("ladder_error")

@@ -164,6 +164,11 @@ def render(doc: dict, study_dir: str | Path) -> str:
             "(and seeds).</p>",
             _table(header, rows),
         ]
+    if report.worker_rows(doc):
+        out += [
+            "<h2>Where each run ran</h2>",
+            _table(report.WORKER_HEADER, report.worker_rows(doc)),
+        ]
     claim_rows = [
         [c["claim"], c["claimed"], c["measured"], c["verdict"], c.get("note", "")]
         for c in doc.get("claims") or []

@@ -152,6 +152,24 @@ def table_text(doc: dict) -> str:
     return "\n".join(lines) + "\n" + shapes_note(doc)
 
 
+WORKER_HEADER = ["System", "Seed", "Launcher", "Host", "GPUs", "SLURM job"]
+
+
+def worker_rows(doc: dict) -> list[list[str]]:
+    """Where each run trained (its train record's ``worker``): one row per system x seed;
+    "-" where the record has none (a run trained before workers were recorded, or not yet)."""
+    rows = []
+    for system in doc["systems"]:
+        for seed, run in (doc.get("runs") or {}).get(system, {}).items():
+            w = run.get("worker")
+            if not w:
+                rows.append([system, seed, "-", "-", "-", "-"])
+                continue
+            gpus = ", ".join(str(g) for g in w["gpus"]) if w.get("gpus") else "CPU"
+            rows.append([system, seed, w["launcher"], w["host"], gpus, w.get("job_id") or "-"])
+    return rows
+
+
 def snr_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """Per-SNR breakdown: one row per (SNR group, system incl. noisy), PESQ..SI-SDR means."""
     header = ["SNR", "System", *METRIC_LABELS.values(), "Utterances"]
@@ -218,6 +236,8 @@ def markdown(doc: dict) -> str:
             _md_table(header, rows),
             "",
         ]
+    if worker_rows(doc):
+        out += ["## Where each run ran", "", _md_table(WORKER_HEADER, worker_rows(doc)), ""]
     out += ["## Claims against measurements", ""]
     out += [
         _md_table(
@@ -285,6 +305,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bsmamba.study.lock import describe, holder
+
+    who = holder(args.study_dir)
+    if who is not None:  # the table is of what is finished so far
+        print(
+            f"bsmamba report: warning: a study is running in this folder: {describe(who)}; "
+            "the report shows what it has finished so far",
+            file=sys.stderr,
+        )
     doc = build(args.study_dir)
     if args.json:
         print(json.dumps(doc, indent=2))
