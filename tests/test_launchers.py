@@ -174,7 +174,9 @@ def slurm_study(tmp_path_factory):
     # is killed with SIGKILL, as a node failure would.
     for name in ("modified", "abl1"):
         run = out / name / "s0"
-        _wait_for(lambda r=run: holder(r) and (r / "config.yaml").exists(), 300, f"{name} training")
+        _wait_for(
+            lambda r=run: holder(r) and (r / "environment.json").exists(), 300, f"{name} training"
+        )
     os.kill(holder(out / "modified" / "s0")["pid"], signal.SIGUSR2)
     for pid in _descendants(int(by_run["abl1/s0"].job_id)):
         with contextlib.suppress(ProcessLookupError):  # a short-lived child may be gone already

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bsmamba import schema
-from bsmamba.study import records, runner
+from bsmamba.study import configs, records, runner
 
 SYSTEMS = ["bsrnn", "abl3"]  # the smoke recipe covers all five; two keep the test short
 
@@ -234,11 +234,25 @@ def test_a_rerun_with_other_config_or_other_data_warns(tmp_path):
     files.write_json(
         tmp_path / "study.json", {"config": config.to_dict(cfg), "data_root": "/cache/demo-v1"}
     )
-    assert runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v1")) == []
-    lines = runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v2"))
+    assert configs.changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v1")) == []
+    lines = configs.changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v2"))
     assert len(lines) == 1 and "/cache/demo-v1" in lines[0] and "/cache/demo-v2" in lines[0]
     other = runner.study_config(
         None, ["study.recipe=smoke", f"study.out={tmp_path}", "train.lr=0.01"]
     )
-    lines = runner._changed_since_last_run(tmp_path, other, Path("/cache/demo-v2"))
+    lines = configs.changed_since_last_run(tmp_path, other, Path("/cache/demo-v2"))
     assert len(lines) == 2 and "train.lr" in lines[0]
+
+
+def test_a_run_config_is_resolved_once_and_read_back(tmp_path):
+    cfg = runner.study_config(None, ["study.recipe=smoke", "model.scan_backend=reference"])
+    rdir = tmp_path / "abl3" / "s1"
+    first = configs.resolve_run(cfg, "abl3", 1, rdir)
+    assert (rdir / "config.yaml").is_file()
+    assert first.model.preset == "abl3" and first.model.scan_backend == "reference"
+    assert first.train.seed == 1 and first.train.out == str(rdir)
+    # A rerun with another study config continues the run with the config it was started with.
+    other = runner.study_config(None, ["study.recipe=smoke", "train.lr=0.5"])
+    again = configs.resolve_run(other, "abl3", 1, rdir)
+    assert again.train.lr == first.train.lr != 0.5
+    assert again.model.scan_backend == "reference"
