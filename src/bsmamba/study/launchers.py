@@ -24,7 +24,21 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bsmamba.study import records  # light: json, csv and the schema
+from bsmamba.study.records import (
+    DONE,
+    RUN_STAGES,
+    RUNNING_ELSEWHERE,
+    SKIPPED,
+    SUBMITTED,
+    run_stage_path,
+)
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # ----------------------------------------------------------------------------- children die
 _PR_SET_PDEATHSIG = 1
@@ -225,6 +239,84 @@ class StudyJob(_Requeueable):
         if rank != 0:  # the other DDP ranks only train; rank 0 records
             return runner.train_only(cfg_dict, system, seed, args)
         return runner.run_in_process(cfg_dict, system, seed, args, "stdout", "slurm")
+
+
+# ----------------------------------------------------------------------------- a study's runs
+def _run_in_process(*args):
+    from bsmamba.study import runner
+
+    return runner.run_in_process(*args)
+
+
+def run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo) -> list:
+    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time."""
+    from bsmamba import config
+
+    cfg_dict = config.to_dict(cfg)
+    results = run_pool(
+        [(cfg_dict, s, seed, args, stream, "local") for s, seed in tasks],
+        _run_in_process,
+        gpus=_gpus_of(cfg),
+        jobs=int(cfg.study.jobs),
+        need=max(1, int(cfg.train.devices)),
+        labels=[f"{s}/s{seed}" for s, seed in tasks],
+        say=echo,
+    )
+    outcomes = []
+    for (system, seed), (ok, res) in zip(tasks, results, strict=True):
+        if ok:
+            outcomes.append(res)
+            continue
+        # The run process died (killed by the OS, ...): its records say where resume starts.
+        echo(f"[study] {system}/s{seed}: {res}; rerun to resume")
+        outcomes.append((dict.fromkeys(RUN_STAGES, "crashed"), []))
+    return outcomes
+
+
+def run_slurm(
+    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, executor=None
+) -> tuple[list, list]:
+    """Submit the unfinished runs as one SLURM job array; the finished ones keep their status."""
+    from bsmamba.study.lock import describe, holder
+
+    outcomes, todo = [], []
+    for system, seed in tasks:
+        rdir = sdir / system / f"s{seed}"
+        st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
+        who = holder(rdir)
+        scored = st["evaluate"] == DONE and not records.scores_damage(
+            records.read(run_stage_path(rdir, "evaluate"), []), rdir
+        )
+        if scored or st["train"] == SKIPPED:
+            outcomes.append((st, []))
+        elif who is not None:  # a job of an earlier submission is running it
+            echo(f"[study] {f'{system}/s{seed}':<14} running elsewhere: {describe(who)}")
+            outcomes.append((dict.fromkeys(st, RUNNING_ELSEWHERE), []))
+        else:
+            todo.append((system, seed))
+            outcomes.append((dict.fromkeys(st, SUBMITTED), []))
+    if not todo:
+        return outcomes, []
+    if executor is None:
+        executor = slurm_executor(cfg, sdir / "slurm", len(todo))
+    from bsmamba import config
+
+    jobs = submit(executor, config.to_dict(cfg), todo, args)
+    for (system, seed), job in zip(todo, jobs, strict=True):
+        echo(f"[study] {f'{system}/s{seed}':<14} submitted as SLURM job {job.job_id}")
+    echo(
+        f"[study] {len(jobs)} run(s) submitted; when they are done, `bsmamba report {sdir}` "
+        "builds the table (rerunning this command submits only what is not finished)"
+    )
+    return outcomes, jobs
+
+
+def local_slots(cfg: DictConfig) -> tuple[int, bool]:
+    """(runs at a time here, whether they run in child processes): ``study.jobs``, or one run
+    per ``train.devices`` GPUs when 0; GPUs are pinned in children, so any GPU means children."""
+    gpus = _gpus_of(cfg)
+    slots = concurrency(len(gpus), int(cfg.study.jobs), max(1, int(cfg.train.devices)))
+    return slots, slots > 1 or bool(gpus)
 
 
 def slurm_parameters(cfg, n_runs: int) -> dict[str, Any]:

@@ -35,15 +35,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from bsmamba import config, files
-from bsmamba.study import configs, records, stages, testset
+from bsmamba.study import configs, launchers, records, stages, testset
 from bsmamba.study.configs import run_config, study_config, study_dir  # the public API
 from bsmamba.study.records import (
     DONE,
-    RUN_STAGES,
     RUNNING_ELSEWHERE,
     SKIPPED,
     SUBMITTED,
-    run_stage_path,
 )
 
 LAUNCHERS = ("local", "slurm")
@@ -149,79 +147,7 @@ def train_only(cfg_dict: dict, system: str, seed: int, args: tuple):
     return None
 
 
-def _run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo) -> list:
-    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time."""
-    from bsmamba.study import launchers
-
-    cfg_dict = config.to_dict(cfg)
-    results = launchers.run_pool(
-        [(cfg_dict, s, seed, args, stream, "local") for s, seed in tasks],
-        run_in_process,
-        gpus=launchers._gpus_of(cfg),
-        jobs=int(cfg.study.jobs),
-        need=max(1, int(cfg.train.devices)),
-        labels=[f"{s}/s{seed}" for s, seed in tasks],
-        say=echo,
-    )
-    outcomes = []
-    for (system, seed), (ok, res) in zip(tasks, results, strict=True):
-        if ok:
-            outcomes.append(res)
-            continue
-        # The run process died (killed by the OS, ...): its records say where resume starts.
-        echo(f"[study] {system}/s{seed}: {res}; rerun to resume")
-        outcomes.append((dict.fromkeys(RUN_STAGES, "crashed"), []))
-    return outcomes
-
-
-def _run_slurm(
-    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, executor=None
-) -> tuple[list, list]:
-    """Submit the unfinished runs as one SLURM job array; the finished ones keep their status."""
-    from bsmamba.study import launchers
-    from bsmamba.study.lock import describe, holder
-
-    outcomes, todo = [], []
-    for system, seed in tasks:
-        rdir = sdir / system / f"s{seed}"
-        st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
-        who = holder(rdir)
-        scored = st["evaluate"] == DONE and not records.scores_damage(
-            records.read(run_stage_path(rdir, "evaluate"), []), rdir
-        )
-        if scored or st["train"] == SKIPPED:
-            outcomes.append((st, []))
-        elif who is not None:  # a job of an earlier submission is running it
-            echo(f"[study] {f'{system}/s{seed}':<14} running elsewhere: {describe(who)}")
-            outcomes.append((dict.fromkeys(st, RUNNING_ELSEWHERE), []))
-        else:
-            todo.append((system, seed))
-            outcomes.append((dict.fromkeys(st, SUBMITTED), []))
-    if not todo:
-        return outcomes, []
-    if executor is None:
-        executor = launchers.slurm_executor(cfg, sdir / "slurm", len(todo))
-    jobs = launchers.submit(executor, config.to_dict(cfg), todo, args)
-    for (system, seed), job in zip(todo, jobs, strict=True):
-        echo(f"[study] {f'{system}/s{seed}':<14} submitted as SLURM job {job.job_id}")
-    echo(
-        f"[study] {len(jobs)} run(s) submitted; when they are done, `bsmamba report {sdir}` "
-        "builds the table (rerunning this command submits only what is not finished)"
-    )
-    return outcomes, jobs
-
-
 # ----------------------------------------------------------------------------- the study
-def _local_slots(cfg: DictConfig) -> tuple[int, bool]:
-    """(runs at a time here, whether they run in child processes): ``study.jobs``, or one run
-    per ``train.devices`` GPUs when 0; GPUs are pinned in children, so any GPU means children."""
-    from bsmamba.study import launchers
-
-    gpus = launchers._gpus_of(cfg)
-    slots = launchers.concurrency(len(gpus), int(cfg.study.jobs), max(1, int(cfg.train.devices)))
-    return slots, slots > 1 or bool(gpus)
-
-
 def _print(line: str) -> None:
     print(line, flush=True)  # progress must show up in a log file while a run trains
 
@@ -295,7 +221,7 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
             "train_budget_s": cfg.train.max_time_s,
             "train_max_steps": cfg.train.max_steps,
             "train_threads": cfg.train.threads,
-            "jobs": _local_slots(cfg)[0] if cfg.study.launcher == "local" else None,
+            "jobs": launchers.local_slots(cfg)[0] if cfg.study.launcher == "local" else None,
             "launcher": cfg.study.launcher,
             "config": config.to_dict(cfg),
             "warnings": warnings,
@@ -341,11 +267,11 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
     runs: dict[str, dict] = {}
     jobs: list = []
     if cfg.study.launcher == "slurm":
-        outcomes, jobs = _run_slurm(cfg, tasks, args, sdir, echo, executor)
-    elif not _local_slots(cfg)[1]:
+        outcomes, jobs = launchers.run_slurm(cfg, tasks, args, sdir, echo, executor)
+    elif not launchers.local_slots(cfg)[1]:
         outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
     else:
-        outcomes = _run_local(cfg, tasks, args, child_stream, echo)
+        outcomes = launchers.run_local(cfg, tasks, args, child_stream, echo)
     for (system, seed), (statuses, done_now) in zip(tasks, outcomes, strict=True):
         runs.setdefault(system, {})[str(seed)] = statuses
         computed.extend(done_now)
