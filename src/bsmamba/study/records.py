@@ -58,7 +58,7 @@ def read(path: Path, damaged: list[str] | None = None, fix: str = FIX) -> dict:
 
 def status(path: Path) -> str:
     """The ``status`` of the record at ``path`` ("missing" when there is none)."""
-    return (files.read_json(path) or {}).get("status", "missing")
+    return read(path, []).get("status", "missing")
 
 
 def run_stage_path(run_dir: Path, stage: str) -> Path:

@@ -26,8 +26,8 @@ def stage(record_path: Path, name: str, fn, *, say, scores_in: Path | None = Non
     evaluate record (``scores_in``: the folder its ``per_utterance_csv`` is relative to) is
     reused only when the report can read its scores; damaged ones are recomputed.
     """
-    old = files.read_json(record_path)
-    if old and old.get("status") == DONE:
+    old = records.read(record_path, [])  # damaged: recomputed, as if never written
+    if old.get("status") == DONE:
         damage = records.scores_damage(old, scores_in) if scores_in is not None else None
         if damage is None:
             say(name, "reused")
