@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from bsmamba import schema
-from bsmamba.study import records, report
+from bsmamba.study import records, report, tables
 from bsmamba.study.lock import FolderLock
 
 FS = 16000
@@ -170,7 +170,7 @@ def test_report_files_table_order_and_csv(study):
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     rows = [ln.split(" | ")[0].strip("| ") for ln in lines[1:4]]
     assert rows == ["Noisy input", "bsrnn", "abl3"]  # noisy row first, then the study's order
-    cell = report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq")
+    cell = tables.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq")
     assert cell in md and " ± " in cell
     assert "batch 6 x 2 s" in md and "batch 4 x 1 s" in md  # both shapes are stated
     assert "Demo-set PESQ is not VB-DMD PESQ" in md
@@ -200,7 +200,7 @@ def test_report_command(study, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "Noisy input" in out.stdout
-    assert report.fmt_params(doc["by_system"]["bsrnn"]["params"]) in out.stdout
+    assert tables.fmt_params(doc["by_system"]["bsrnn"]["params"]) in out.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "bsmamba.cli", "report", str(tmp_path / "nope")],
         capture_output=True,
@@ -230,7 +230,7 @@ def test_where_each_run_ran_and_the_memory_verdict_in_words(study, tmp_path):
         doc["runs"]["abl3"]["1"]["worker"] == worker and doc["runs"]["abl3"]["0"]["worker"] is None
     )
     assert doc["runs"]["abl3"]["1"]["train"] == "done"
-    rows = report.worker_rows(doc)
+    rows = tables.worker_rows(doc)
     assert ["abl3", "1", "slurm", "gpu07", "2, 3", "9_1"] in rows
     assert ["bsrnn", "0", "-", "-", "-", "-"] in rows and len(rows) == 4
     md = (sdir / "report.md").read_text()
@@ -325,6 +325,6 @@ def test_a_failed_measurement_is_counted_in_the_cell(study, tmp_path):
     doc = report.build(sdir)
     cell = doc["by_system"]["abl3"]["metrics"]["pesq"]
     assert cell["failures"] == 1 and doc["by_system"]["bsrnn"]["metrics"]["pesq"]["failures"] == 0
-    assert report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
+    assert tables.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
     md = (sdir / "report.md").read_text()
     assert "(1 failed) |" in md and "a failure is a result" in md

@@ -221,7 +221,7 @@ except ImportError:  # pragma: no cover - the slurm launcher says how to install
 
 
 class StudyJob(_Requeueable):
-    """One system x seed as a submitit job: ``StudyJob()(cfg_dict, system, seed, args)``.
+    """One system x seed as a submitit job: ``StudyJob(run, train)(cfg_dict, system, seed, args)``.
 
     Every task of the job (one per GPU and node) trains (DDP through Lightning's SLURM
     environment); rank 0 alone writes the stage records and enhances and scores. On a time
@@ -229,33 +229,31 @@ class StudyJob(_Requeueable):
     its ``last.ckpt`` (training checkpoints every ``train.ckpt_every_n_steps`` steps).
     """
 
-    def __call__(self, cfg_dict: dict, system: str, seed: int, args: tuple):
-        from bsmamba.study import runner
+    def __init__(self, run, train):
+        # run(cfg_dict, system, seed, args, stream, launcher) and train(cfg_dict, system, seed,
+        # args): the runner's entry points, handed in (module functions pickle by name).
+        self.run, self.train = run, train
 
+    def __call__(self, cfg_dict: dict, system: str, seed: int, args: tuple):
         rank = int(os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID", 0)))
         # bsmamba.train writes its run files on RANK 0 only; srun sets SLURM_* names instead.
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", str(rank)))
         if rank != 0:  # the other DDP ranks only train; rank 0 records
-            return runner.train_only(cfg_dict, system, seed, args)
-        return runner.run_in_process(cfg_dict, system, seed, args, "stdout", "slurm")
+            return self.train(cfg_dict, system, seed, args)
+        return self.run(cfg_dict, system, seed, args, "stdout", "slurm")
 
 
 # ----------------------------------------------------------------------------- a study's runs
-def _run_in_process(*args):
-    from bsmamba.study import runner
-
-    return runner.run_in_process(*args)
-
-
-def run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo) -> list:
-    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time."""
+def run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo, fn) -> list:
+    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time:
+    ``fn(cfg_dict, system, seed, args, stream, "local")`` (the runner's run of one task)."""
     from bsmamba import config
 
     cfg_dict = config.to_dict(cfg)
     results = run_pool(
         [(cfg_dict, s, seed, args, stream, "local") for s, seed in tasks],
-        _run_in_process,
+        fn,
         gpus=_gpus_of(cfg),
         jobs=int(cfg.study.jobs),
         need=max(1, int(cfg.train.devices)),
@@ -274,9 +272,10 @@ def run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, ech
 
 
 def run_slurm(
-    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, executor=None
+    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, job: StudyJob, executor=None
 ) -> tuple[list, list]:
-    """Submit the unfinished runs as one SLURM job array; the finished ones keep their status."""
+    """Submit the unfinished runs as one SLURM job array of ``job``; the finished ones keep
+    their status."""
     from bsmamba.study.lock import describe, holder
 
     outcomes, todo = [], []
@@ -301,7 +300,7 @@ def run_slurm(
         executor = slurm_executor(cfg, sdir / "slurm", len(todo))
     from bsmamba import config
 
-    jobs = submit(executor, config.to_dict(cfg), todo, args)
+    jobs = submit(executor, job, config.to_dict(cfg), todo, args)
     for (system, seed), job in zip(todo, jobs, strict=True):
         echo(f"[study] {f'{system}/s{seed}':<14} submitted as SLURM job {job.job_id}")
     echo(
@@ -372,10 +371,9 @@ def slurm_executor(cfg, folder, n_runs: int):
     return executor
 
 
-def submit(executor, cfg_dict: dict, tasks: list, args: tuple) -> list:
-    """Submit one ``StudyJob`` per (system, seed) task through ``executor``: a job array on
+def submit(executor, job: StudyJob, cfg_dict: dict, tasks: list, args: tuple) -> list:
+    """Submit ``job`` once per (system, seed) task through ``executor``: a job array on
     SLURM (``executor.batch()``), one process each with submitit's local executor."""
-    job = StudyJob()
     with executor.batch():
         jobs = [executor.submit(job, cfg_dict, system, seed, args) for system, seed in tasks]
     return jobs

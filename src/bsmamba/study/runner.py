@@ -267,11 +267,13 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
     runs: dict[str, dict] = {}
     jobs: list = []
     if cfg.study.launcher == "slurm":
-        outcomes, jobs = launchers.run_slurm(cfg, tasks, args, sdir, echo, executor)
+        outcomes, jobs = launchers.run_slurm(
+            cfg, tasks, args, sdir, echo, launchers.StudyJob(run_in_process, train_only), executor
+        )
     elif not launchers.local_slots(cfg)[1]:
         outcomes = [_run_one(cfg, system, seed, *args, echo=echo) for system, seed in tasks]
     else:
-        outcomes = launchers.run_local(cfg, tasks, args, child_stream, echo)
+        outcomes = launchers.run_local(cfg, tasks, args, child_stream, echo, run_in_process)
     for (system, seed), (statuses, done_now) in zip(tasks, outcomes, strict=True):
         runs.setdefault(system, {})[str(seed)] = statuses
         computed.extend(done_now)
