@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bsmamba.presets import CLAIMS
-from bsmamba.study import claims
+from bsmamba.study import claims, stats
 
 
 def _utts(values):
@@ -15,69 +15,43 @@ def test_paired_bootstrap_interval_and_verdicts():
     rng = np.random.default_rng(1)
     base = rng.uniform(1.5, 3.0, 60)
     noise = rng.normal(0, 0.05, 60)
-    better = claims.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
+    better = stats.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
     assert better["n"] == 60
     assert better["ci_low"] < better["mean_diff"] < better["ci_high"]
     assert better["mean_diff"] == pytest.approx(0.3 + noise.mean())
     assert claims.ranking_verdict(better) == claims.HOLDS
-    worse = claims.paired_bootstrap(_utts(base), _utts(base + 0.3 + noise), n_boot=500)
+    worse = stats.paired_bootstrap(_utts(base), _utts(base + 0.3 + noise), n_boot=500)
     assert claims.ranking_verdict(worse) == claims.FAILS
     # Zero-mean paired differences: the interval straddles 0.
-    same = claims.paired_bootstrap(_utts(base + noise - noise.mean()), _utts(base), n_boot=500)
+    same = stats.paired_bootstrap(_utts(base + noise - noise.mean()), _utts(base), n_boot=500)
     assert same["ci_low"] < 0 < same["ci_high"]
     assert claims.ranking_verdict(same) == claims.NOT_SIGNIFICANT
     # Deterministic for a seed; only utterances scored by both systems are paired.
-    again = claims.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
+    again = stats.paired_bootstrap(_utts(base + 0.3 + noise), _utts(base), n_boot=500)
     assert again == better
-    partial = claims.paired_bootstrap(_utts(base[:10]), _utts(base), n_boot=50)
+    partial = stats.paired_bootstrap(_utts(base[:10]), _utts(base), n_boot=50)
     assert partial["n"] == 10 and partial["mean_diff"] == 0.0
     # Too few pairs: even a consistent gain is no more than "not significant".
-    few = claims.paired_bootstrap(_utts(base[:3] + 1.0), _utts(base[:3]), n_boot=50)
+    few = stats.paired_bootstrap(_utts(base[:3] + 1.0), _utts(base[:3]), n_boot=50)
     assert few["ci_low"] > 0 and claims.ranking_verdict(few) == claims.NOT_SIGNIFICANT
-    assert claims.ranking_verdict(claims.paired_bootstrap({}, {})) == claims.NOT_MEASURED
+    assert claims.ranking_verdict(stats.paired_bootstrap({}, {})) == claims.NOT_MEASURED
 
 
 def test_a_claimed_gain_is_judged_on_its_size_too():
     rng = np.random.default_rng(2)
     base = rng.uniform(1.5, 3.0, 60)
     noise = rng.normal(0, 0.05, 60)
-    small = claims.paired_bootstrap(_utts(base + 0.1 + noise), _utts(base), n_boot=500)
-    big = claims.paired_bootstrap(_utts(base + 0.35 + noise), _utts(base), n_boot=500)
+    small = stats.paired_bootstrap(_utts(base + 0.1 + noise), _utts(base), n_boot=500)
+    big = stats.paired_bootstrap(_utts(base + 0.35 + noise), _utts(base), n_boot=500)
     # +0.1 is above 0 (the direction holds) but wholly below the claimed +0.3: the claim fails
     assert small["ci_low"] > 0 and small["ci_high"] < 0.3
     assert claims.ranking_verdict(small) == claims.HOLDS
     assert claims.ranking_verdict(small, gain=0.3) == claims.FAILS
     assert claims.ranking_verdict(big, gain=0.3) == claims.HOLDS
     # an interval reaching +0.3 from above 0 is consistent with the claim: it holds
-    wide = claims.paired_bootstrap(_utts(base + 0.25 + 8 * noise), _utts(base), n_boot=500)
+    wide = stats.paired_bootstrap(_utts(base + 0.25 + 8 * noise), _utts(base), n_boot=500)
     assert wide["ci_low"] > 0 and wide["ci_high"] > 0.3
     assert claims.ranking_verdict(wide, gain=0.3) == claims.HOLDS
-
-
-def test_pairs_needed_for_significance_give_the_stated_power():
-    # Paired differences with mean exactly 0.1 and sample std exactly 0.5.
-    z = np.random.default_rng(3).normal(size=30)
-    d = 0.1 + 0.5 * (z - z.mean()) / z.std(ddof=1)
-    base = np.linspace(1.5, 3.0, 30)
-    need = claims.paired_n_needed(_utts(base + d), _utts(base))
-    assert need["n"] == 30
-    assert need["mean_diff"] == pytest.approx(0.1) and need["sd_diff"] == pytest.approx(0.5)
-    # ((1.959964 + 0.841621) * 0.5 / 0.1)^2 = 196.2 -> 197 pairs
-    assert need["n_needed"] == 197
-    # The sign does not matter; a smaller spread needs fewer pairs.
-    assert claims.paired_n_needed(_utts(base), _utts(base + d))["n_needed"] == 197
-    tight = claims.paired_n_needed(_utts(base + 0.1 + 0.5 * (d - 0.1)), _utts(base))
-    assert tight["n_needed"] == 50  # (2.8016 * 0.25 / 0.1)^2 = 49.05 -> 50
-    # At that size a two-sided 5% test of the same effect rejects about 80% of the time.
-    rng = np.random.default_rng(4)
-    n = need["n_needed"]
-    sims = rng.normal(0.1, 0.5, size=(4000, n))
-    t = sims.mean(1) / (sims.std(1, ddof=1) / np.sqrt(n))
-    assert np.mean(np.abs(t) > 1.96) == pytest.approx(0.8, abs=0.03)
-    # Nothing to estimate from: no difference at all, or fewer than 2 pairs.
-    assert claims.paired_n_needed(_utts(base), _utts(base))["n_needed"] is None
-    assert claims.paired_n_needed(_utts(base[:1] + 1), _utts(base[:1]))["n_needed"] is None
-    assert claims.paired_n_needed({}, {})["n"] == 0
 
 
 def _results(params, demo=True, pesq=None, fits=None, decoders=None):
@@ -90,6 +64,7 @@ def _results(params, demo=True, pesq=None, fits=None, decoders=None):
         if fits is not None:
             row.update(
                 fits_plan_shape=fits[s],
+                memory_verdict=f"{'fits' if fits[s] else 'does not fit'} on cpu (measured ...)",
                 peak_bytes=(1 if fits[s] else 40) * 2**30,
                 peak_source="measured",
                 memory_budget="24GiB",
@@ -210,3 +185,17 @@ def test_with_several_seeds_the_note_also_counts_seeds():
     res["seeds"] = [0]  # one seed: nothing to say about seeds
     row = _find(claims.check(res, {s: u[:1] for s, u in utts.items()}, n_boot=100), "abl2 ≥ abl1")
     assert "seeds on this test set" not in row["note"] and "utterances would make" in row["note"]
+
+
+def test_params_and_the_study_judge_the_size_claims_alike():
+    from bsmamba import params
+
+    rep = params.report(["bsrnn", "abl2", "abl3"], ["dim=16"])
+    counts = {s: r["params"] for s, r in rep["by_preset"].items()}
+    decoders = {s: r["params_by_component"]["decoder"] for s, r in rep["by_preset"].items()}
+    rows = claims.check(_results(counts, decoders=decoders), {})
+    study = {r["claim"]: r["verdict"] for r in rows}
+    shared = [c for c in rep["claims"] if c["claim"] in study]
+    assert len(shared) == len(rep["claims"]) >= 6  # every size claim of params, in the study too
+    assert all(study[c["claim"]] == c["verdict"] for c in shared)
+    assert {c["verdict"] for c in shared} == {claims.HOLDS, claims.FAILS}

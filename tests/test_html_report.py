@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bsmamba.study import html, report
+from bsmamba.study import html, tables
 
 SYSTEMS = ["bsrnn", "abl3"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -95,11 +95,11 @@ def test_page_is_self_contained_and_carries_every_table_plot_and_example(study):
     assert all("controls" in a for t, a in tags.tags if t == "audio")
     # The tables are the report's: every cell of the results, per-SNR and claims tables.
     text = "".join(tags.text)
-    cells = [c for row in report.table_rows(doc) for c in row]
-    cells += [c for row in report.snr_rows(doc)[1] for c in row]
+    cells = [c for row in tables.table_rows(doc) for c in row]
+    cells += [c for row in tables.snr_rows(doc)[1] for c in row]
     cells += [c[k] for c in doc["claims"] for k in ("claim", "measured", "verdict", "note")]
     assert all(c in text for c in cells)
-    assert sum(t == "tr" for t, _ in tags.tags) >= len(report.table_rows(doc)) + len(doc["claims"])
+    assert sum(t == "tr" for t, _ in tags.tags) >= len(tables.table_rows(doc)) + len(doc["claims"])
     # The ranking row's note says how many utterances its difference needs, in both reports.
     rank = next(c for c in doc["claims"] if c["claim"].startswith("Ablation 3 beats the BSRNN"))
     assert "utterances would make a difference of this size significant" in rank["note"]

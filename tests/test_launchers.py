@@ -7,6 +7,7 @@ environment they saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -173,10 +174,13 @@ def slurm_study(tmp_path_factory):
     # is killed with SIGKILL, as a node failure would.
     for name in ("modified", "abl1"):
         run = out / name / "s0"
-        _wait_for(lambda r=run: holder(r) and (r / "config.yaml").exists(), 300, f"{name} training")
+        _wait_for(
+            lambda r=run: holder(r) and (r / "environment.json").exists(), 300, f"{name} training"
+        )
     os.kill(holder(out / "modified" / "s0")["pid"], signal.SIGUSR2)
     for pid in _descendants(int(by_run["abl1/s0"].job_id)):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a short-lived child may be gone already
+            os.kill(pid, signal.SIGKILL)
     run = out / "abl1" / "s0"
     assert by_run["modified/s0"].result() is not None  # requeued, it finishes by itself
     log = Path(by_run["modified/s0"].paths.stdout).read_text()

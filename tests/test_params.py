@@ -63,8 +63,8 @@ def test_params_command_reports_claims_and_says_where_they_fail(capsys):
     assert r["claimed_params"] == 2_300_000 and r["macs_per_s"] > 0
     by_claim = {c["claim"]: c for c in doc["claims"]}
     # at dim 16 the models are tiny: the plan's absolute counts cannot hold
-    assert not by_claim["abl3 has ~2.3M parameters (within 5%)"]["holds"]
-    assert any("adaptive decoder" in c for c in by_claim)
+    assert not by_claim["abl3 has ~2.3M parameters"]["holds"]
+    assert any("adaptive decoder" in c.lower() for c in by_claim)
     assert cli.main(["params", "abl3", "dim=16"]) == 0
     assert "DOES NOT HOLD" in capsys.readouterr().out
 

@@ -7,6 +7,7 @@ aggregate the report prints can be recomputed here from the same inputs (two see
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 import soundfile as sf
 
 from bsmamba import schema
-from bsmamba.study import report
+from bsmamba.study import records, report, tables
+from bsmamba.study.lock import FolderLock
 
 FS = 16000
 NAMES = [f"spk_{i:03d}.wav" for i in range(6)]
@@ -95,10 +97,14 @@ def study(tmp_path_factory):
             {
                 "status": "done",
                 "budget": "24GiB",
-                "plan": {
+                "plan": {  # the fields of bsmamba.memory.plan.plan's result the report reads
                     "measured_peak_bytes": (2 + i) * 2**30,
                     "predicted_peak_bytes": 2**31,
+                    "needed_bytes": (2 + i) * 2**30,
+                    "budget_bytes": 24 * 2**30,
+                    "device": "cpu",
                     "verdict": "fits",
+                    "verdict_basis": "measured",
                 },
             },
         )
@@ -164,7 +170,7 @@ def test_report_files_table_order_and_csv(study):
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     rows = [ln.split(" | ")[0].strip("| ") for ln in lines[1:4]]
     assert rows == ["Noisy input", "bsrnn", "abl3"]  # noisy row first, then the study's order
-    cell = report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq")
+    cell = tables.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq")
     assert cell in md and " ± " in cell
     assert "batch 6 x 2 s" in md and "batch 4 x 1 s" in md  # both shapes are stated
     assert "Demo-set PESQ is not VB-DMD PESQ" in md
@@ -194,7 +200,7 @@ def test_report_command(study, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "Noisy input" in out.stdout
-    assert report.fmt_params(doc["by_system"]["bsrnn"]["params"]) in out.stdout
+    assert tables.fmt_params(doc["by_system"]["bsrnn"]["params"]) in out.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "bsmamba.cli", "report", str(tmp_path / "nope")],
         capture_output=True,
@@ -202,6 +208,36 @@ def test_report_command(study, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "study.json" in bad.stderr
+    assert "a study is running" not in out.stderr
+    with FolderLock(sdir, what="study"):  # a study still running in this folder: a warning
+        held = subprocess.run(
+            [sys.executable, "-m", "bsmamba.cli", "report", str(sdir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert held.returncode == 0 and "Noisy input" in held.stdout
+    assert f"a study is running in this folder: pid {os.getpid()}" in held.stderr
+
+
+def test_where_each_run_ran_and_the_memory_verdict_in_words(study, tmp_path):
+    sdir = _copy(study, tmp_path)
+    rec_path = sdir / "abl3" / "s1" / "stages" / "train.json"
+    worker = {"launcher": "slurm", "host": "gpu07", "pid": 7, "gpus": ["2", "3"], "job_id": "9_1"}
+    rec_path.write_text(json.dumps({**json.loads(rec_path.read_text()), "worker": worker}))
+    doc = report.build(sdir)
+    assert (
+        doc["runs"]["abl3"]["1"]["worker"] == worker and doc["runs"]["abl3"]["0"]["worker"] is None
+    )
+    assert doc["runs"]["abl3"]["1"]["train"] == "done"
+    rows = tables.worker_rows(doc)
+    assert ["abl3", "1", "slurm", "gpu07", "2, 3", "9_1"] in rows
+    assert ["bsrnn", "0", "-", "-", "-", "-"] in rows and len(rows) == 4
+    md = (sdir / "report.md").read_text()
+    assert "## Where each run ran" in md and "| abl3 | 1 | slurm | gpu07 | 2, 3 | 9_1 |" in md
+    assert "gpu07" in (sdir / "report.html").read_text()
+    fits = next(c for c in doc["claims"] if c["claim"] == "abl3 fits in memory with batch size 6")
+    assert fits["measured"].startswith("fits on cpu (measured 3.00 GiB vs budget 24.00 GiB)")
 
 
 def _copy(study, tmp_path):
@@ -271,10 +307,10 @@ def test_per_utterance_rows_are_checked_against_the_stage_record(study, tmp_path
     rec["summary"] = {"pairs": len(NAMES), "metrics": {"enhanced": counts}}
     rec_path.write_text(json.dumps(rec))
     csv_path = sdir / "abl3" / "s0" / "eval" / "scores.csv"
-    assert len(report.read_utterances(csv_path, rec)) == len(NAMES)  # whole: it passes
+    assert len(records.read_utterances(csv_path, rec)) == len(NAMES)  # whole: it passes
     csv_path.write_text(damage(csv_path.read_text()))
-    with pytest.raises(report.DamagedRecord, match=words) as e:
-        report.read_utterances(csv_path, rec)
+    with pytest.raises(records.DamagedRecord, match=words) as e:
+        records.read_utterances(csv_path, rec)
     assert str(csv_path) in str(e.value)
     doc = report.build(sdir)
     assert doc["by_system"]["abl3"]["seeds_scored"] == 1 and len(doc["damaged"]) == 1
@@ -289,6 +325,6 @@ def test_a_failed_measurement_is_counted_in_the_cell(study, tmp_path):
     doc = report.build(sdir)
     cell = doc["by_system"]["abl3"]["metrics"]["pesq"]
     assert cell["failures"] == 1 and doc["by_system"]["bsrnn"]["metrics"]["pesq"]["failures"] == 0
-    assert report.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
+    assert tables.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
     md = (sdir / "report.md").read_text()
     assert "(1 failed) |" in md and "a failure is a result" in md

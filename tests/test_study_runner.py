@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bsmamba import schema
-from bsmamba.study import report, runner
+from bsmamba.study import configs, records, runner
 
 SYSTEMS = ["bsrnn", "abl3"]  # the smoke recipe covers all five; two keep the test short
 
@@ -59,7 +59,7 @@ def _table(md: str, title: str) -> list[list[str]]:
 def _utterances(run: Path) -> dict:
     ev = _rec(run / "stages" / "evaluate.json")
     assert ev["status"] == "done"
-    return report.read_utterances(run / ev["per_utterance_csv"])
+    return records.read_utterances(run / ev["per_utterance_csv"])
 
 
 def _cell(values: np.ndarray, digits: int) -> str:
@@ -86,7 +86,7 @@ def test_every_number_in_the_report_comes_from_a_run(smoke):
     rows = {r[0]: r[1:] for r in _table(md, "## Results")}
     assert list(rows) == ["Noisy input", *SYSTEMS]
     digits = [2, 2, 2, 2, 2, 3, 2]
-    noisy = report.read_utterances(
+    noisy = records.read_utterances(
         out / "noisy" / _rec(out / "noisy" / "evaluation.json")["per_utterance_csv"]
     )
     for name, utts in [("Noisy input", noisy)] + [
@@ -155,10 +155,11 @@ def _is_report_output(out: Path, p: Path) -> bool:
     return rel[0] in (*report, "study.json")
 
 
-def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
+def test_a_damaged_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
     out, args, _ = smoke
-    # bsrnn's evaluation record is lost: only that evaluation is redone.
-    (out / "bsrnn" / "s0" / "stages" / "evaluate.json").unlink()
+    # bsrnn's scores were cut off (its record says done): only that evaluation is redone.
+    scores = out / "bsrnn" / "s0" / _rec(out / "bsrnn/s0/stages/evaluate.json")["per_utterance_csv"]
+    scores.write_text(scores.read_text()[:-5])
     # abl3 was killed mid-training and left a corrupt last checkpoint: resuming must fail
     # loudly, be reported, and not stop the other system.
     run = out / "abl3" / "s0"
@@ -174,7 +175,9 @@ def test_a_lost_evaluation_is_redone_and_a_failed_system_is_reported(smoke):
         ("abl3/s0", "enhance", "skipped"),
         ("abl3/s0", "evaluate", "skipped"),
     ]
+    assert re.search(r"bsrnn/s0\s+evaluate\s+recomputing: .*last line is cut off", res.stdout)
     assert _rec(out / "bsrnn" / "s0" / "stages" / "evaluate.json")["status"] == "done"
+    assert records.read_utterances(scores)  # whole again
     md = (out / "report.md").read_text()
     assert "Stages that did not finish" in md and "`abl3` s0/train" in md
     rows = {r[0]: r[1:] for r in _table(md, "## Results")}
@@ -231,11 +234,25 @@ def test_a_rerun_with_other_config_or_other_data_warns(tmp_path):
     files.write_json(
         tmp_path / "study.json", {"config": config.to_dict(cfg), "data_root": "/cache/demo-v1"}
     )
-    assert runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v1")) == []
-    lines = runner._changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v2"))
+    assert configs.changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v1")) == []
+    lines = configs.changed_since_last_run(tmp_path, cfg, Path("/cache/demo-v2"))
     assert len(lines) == 1 and "/cache/demo-v1" in lines[0] and "/cache/demo-v2" in lines[0]
     other = runner.study_config(
         None, ["study.recipe=smoke", f"study.out={tmp_path}", "train.lr=0.01"]
     )
-    lines = runner._changed_since_last_run(tmp_path, other, Path("/cache/demo-v2"))
+    lines = configs.changed_since_last_run(tmp_path, other, Path("/cache/demo-v2"))
     assert len(lines) == 2 and "train.lr" in lines[0]
+
+
+def test_a_run_config_is_resolved_once_and_read_back(tmp_path):
+    cfg = runner.study_config(None, ["study.recipe=smoke", "model.scan_backend=reference"])
+    rdir = tmp_path / "abl3" / "s1"
+    first = configs.resolve_run(cfg, "abl3", 1, rdir)
+    assert (rdir / "config.yaml").is_file()
+    assert first.model.preset == "abl3" and first.model.scan_backend == "reference"
+    assert first.train.seed == 1 and first.train.out == str(rdir)
+    # A rerun with another study config continues the run with the config it was started with.
+    other = runner.study_config(None, ["study.recipe=smoke", "train.lr=0.5"])
+    again = configs.resolve_run(other, "abl3", 1, rdir)
+    assert again.train.lr == first.train.lr != 0.5
+    assert again.model.scan_backend == "reference"

@@ -37,6 +37,7 @@ import numpy as np
 from bsmamba import files, metrics, schema, units
 from bsmamba.data import audio, manifest_snrs
 from bsmamba.schema import METRIC_KEYS
+from bsmamba.study.stats import summary  # mean/std/count/failures, as the study reads them
 
 
 def _score_pair(job: dict) -> dict:
@@ -127,20 +128,8 @@ def _snrs(*folders: Path | None) -> dict[str, float]:
     return {}
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    """mean, std (across utterances, ddof=1), count of finite values, failures (NaN)."""
-    arr = np.asarray(values, dtype=np.float64)
-    ok = arr[np.isfinite(arr)]
-    return {
-        "mean": float(ok.mean()) if ok.size else None,
-        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
-        "count": int(ok.size),
-        "failures": int(arr.size - ok.size),
-    }
-
-
 def _summarise(rows: list[dict], prefix: str = "") -> dict[str, dict]:
-    return {k: _stats([r.get(prefix + k, math.nan) for r in rows]) for k in METRIC_KEYS}
+    return {k: summary([r.get(prefix + k, math.nan) for r in rows]) for k in METRIC_KEYS}
 
 
 def evaluate_dirs(

@@ -17,15 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bsmamba import config, schema
-from bsmamba.presets import (
-    CLAIM_TOLERANCE,
-    CLAIMS,
-    DECODER_CLAIM,
-    EARLIER,
-    EARLIER_CLAIMS,
-    PRESETS,
-)
+from bsmamba import claims, config, schema
+from bsmamba.presets import CLAIM_TOLERANCE, CLAIMS, EARLIER, EARLIER_CLAIMS, PRESETS
 
 
 def _n(module: nn.Module) -> int:
@@ -121,7 +114,7 @@ def report(names: list[str], overrides: list[str] = ()) -> dict[str, Any]:
                 claimed_params=int(claim),
                 params_diff=c["total"] - int(claim),
                 params_diff_rel=c["total"] / claim - 1,
-                claim_holds=_near(c["total"] / 1e6, CLAIMS[name]["params_m"]),
+                claim_holds=abs(c["total"] / claim - 1) <= CLAIM_TOLERANCE,
             )
     return {
         "overrides": list(overrides),
@@ -130,77 +123,27 @@ def report(names: list[str], overrides: list[str] = ()) -> dict[str, Any]:
     }
 
 
-TOLERANCE = CLAIM_TOLERANCE
-
-
-def _near(measured: float, claim: float) -> bool:
-    return abs(measured / claim - 1) <= TOLERANCE
-
-
 def _claims(by_preset: dict, models: dict, overrides: list[str]) -> list[dict[str, Any]]:
-    """The plan's statements about sizes, each with whether our counts bear it out."""
-    out = []
-    p = {k: v["params"] for k, v in by_preset.items()}
-    for name, v in by_preset.items():
-        if name not in CLAIMS:
-            continue
-        out.append(
-            {
-                "claim": f"{name} has ~{CLAIMS[name]['params_m']}M parameters (within 5%)",
-                "holds": v["claim_holds"],
-                "detail": f"measured {v['params'] / 1e6:.3f}M ({v['params_diff_rel']:+.1%})",
-            }
-        )
-    if set(CLAIMS) <= set(p):  # all of the plan's systems
-        fewest = min(CLAIMS, key=p.get)
-        out.append(
-            {
-                "claim": "abl3 has the fewest parameters (MOST EFFICIENT)",
-                "holds": fewest == "abl3",
-                "detail": f"fewest: {fewest} ({p[fewest] / 1e6:.3f}M)",
-            }
-        )
-    if {"abl3", "bsrnn"} <= set(p):
-        out.append(
-            {
-                "claim": "abl3 has fewer parameters than bsrnn",
-                "holds": p["abl3"] < p["bsrnn"],
-                "detail": f"abl3 {p['abl3'] / 1e6:.3f}M vs bsrnn {p['bsrnn'] / 1e6:.3f}M",
-            }
-        )
-    if {"abl2", "abl3"} <= set(p):
-        uni, ada = _n(models["abl2"].decoder), _n(models["abl3"].decoder)
-        saving = 1 - ada / uni
-        out.append(
-            {
-                "claim": f"the adaptive decoder is ~{DECODER_CLAIM['saving']:.0%} smaller than "
-                "the uniform one (within 5 points)",
-                "holds": abs(saving - DECODER_CLAIM["saving"]) <= TOLERANCE,
-                "detail": f"measured {saving:.1%} smaller",
-            }
-        )
-        out.append(
-            {
-                "claim": f"the decoders have {DECODER_CLAIM['adaptive_m']}M (adaptive) and "
-                f"{DECODER_CLAIM['uniform_m']}M (uniform) parameters",
-                "holds": _near(ada / 1e6, DECODER_CLAIM["adaptive_m"])
-                and _near(uni / 1e6, DECODER_CLAIM["uniform_m"]),
-                "detail": f"measured {ada / 1e6:.3f}M and {uni / 1e6:.3f}M",
-            }
-        )
+    """The plan's size claims on these counts (bsmamba.claims, the study's judge too), each
+    with ``holds`` and a ``detail``; the earlier settings' counts only without overrides."""
+    earlier = {}
     if not overrides:
-        for name, claim_m in EARLIER_CLAIMS.items():
-            if name in p:
-                n = _n(_build(name, [f"{k}={v}" for k, v in EARLIER.items()]))
-                out.append(
-                    {
-                        "claim": f"{name} had {claim_m}M parameters with the earlier settings "
-                        f"({', '.join(f'{k}={v}' for k, v in EARLIER.items())})",
-                        "holds": _near(n / 1e6, claim_m),
-                        "detail": f"measured {n / 1e6:.3f}M",
-                    }
-                )
-    return out
+        settings = [f"{k}={v}" for k, v in EARLIER.items()]
+        earlier = {n: _n(_build(n, settings)) for n in EARLIER_CLAIMS if n in by_preset}
+    rows = claims.size_claims(
+        {n: v["params"] for n, v in by_preset.items()},
+        {n: _n(m.decoder) for n, m in models.items()},
+        earlier,
+    )
+    return [
+        {
+            **r,
+            "holds": r["verdict"] == claims.HOLDS,
+            "detail": f"measured {r['measured']}" + (f"; {r['note']}" if r["note"] else ""),
+        }  # fmt: skip
+        for r in rows
+        if r["verdict"] != claims.NOT_MEASURED
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,8 +42,11 @@ def _check_keys(obj: Any, where: str = "") -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
             if not isinstance(k, str) or not _SNAKE.match(k):
-                # Dict keys that are data (file names, preset names) are allowed under "by_*" maps.
-                if not where.rsplit(".", 1)[-1].startswith(("by_", "per_")):
+                # Dict keys that are data (file names, preset names) are allowed under "by_*" maps
+                # and in a study's "runs" (system, then seed).
+                parts = where.split(".")
+                runs = parts[0] == "runs" and len(parts) <= 2
+                if not (parts[-1].startswith(("by_", "per_")) or runs):
                     raise ValueError(f"schema: key {k!r} at {where or '<root>'} is not snake_case")
             _check_keys(v, f"{where}.{k}" if where else str(k))
     elif isinstance(obj, (list, tuple)):
@@ -79,3 +82,47 @@ def metric_row(values: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"schema: unknown metric keys {sorted(unknown)}; valid: {METRIC_KEYS}")
     return {k: clean(values.get(k)) for k in METRIC_KEYS}
+
+
+# ----------------------------------------------------------------------------- study records
+# A study's stage records (<system>/params.json, .../stages/train.json, ...): written by
+# bsmamba.study.records.write_stage through stage_record, read back by the report through the
+# same names. Every record has these; a failed or skipped stage has "error" (and a traceback).
+RECORD_VERSION = 1
+STAGES = ("params", "memory", "train", "enhance", "evaluate")
+DONE, FAILED, SKIPPED = "done", "failed", "skipped"
+_RECORD_COMMON = ("record_version", "stage", "status", "stage_time_s", "error", "traceback")
+STAGE_FIELDS = {
+    # counts: bsmamba.params.count (total, encoder, layers, passes, decoder); the model kwargs;
+    # the plan's earlier settings' total where the plan claims one.
+    "params": ("params", "model", "earlier_params", "earlier_overrides"),
+    # plan: bsmamba.memory.plan.plan's result at the plan's shape; the ladder's outcome when
+    # it does not fit.
+    "memory": (
+        "batch_size",
+        "segment_s",
+        "budget",
+        "plan",
+        "ladder_events",
+        "ladder_config",
+        "ladder_error",
+    ),
+    # results: the run's results.json; worker: study.launchers.worker_info (host, GPUs, job).
+    "train": ("results", "wall_s", "worker"),
+    "enhance": ("summary", "wall_s", "audio_s", "rtf", "threads", "worker"),
+    # summary: bsmamba evaluate's summary; per_utterance_csv: relative to the record's run dir.
+    "evaluate": ("summary", "per_utterance_csv"),
+}
+
+
+def stage_record(stage: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A stage record of ``stage`` with ``status``; a field not in ``STAGE_FIELDS`` is an
+    error (the report reads these names and no others)."""
+    if stage not in STAGE_FIELDS:
+        raise ValueError(f"schema: unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    if status not in (DONE, FAILED, SKIPPED):
+        raise ValueError(f"schema: unknown stage status {status!r}")
+    unknown = set(fields) - set(STAGE_FIELDS[stage]) - set(_RECORD_COMMON)
+    if unknown:
+        raise ValueError(f"schema: {stage} record has unknown fields {sorted(unknown)}")
+    return {"record_version": RECORD_VERSION, "stage": stage, "status": status, **clean(fields)}

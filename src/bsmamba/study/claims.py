@@ -3,86 +3,28 @@
 Verdicts are plain words: ``holds``, ``fails``, ``not significant`` (a ranking whose paired
 bootstrap interval contains 0), ``not measurable on this data`` (absolute PESQ on the demo set),
 and ``not measured`` (the stage that would measure it did not finish). Tolerances are stated in
-each row's note; they are ours, the plan gives none.
+each row's note; they are ours, the plan gives none. The size claims (counts, the decoder) are
+judged by :mod:`bsmamba.claims`, the same judge as ``bsmamba params``'.
 """
 
 from __future__ import annotations
 
-import math
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from bsmamba.presets import CLAIM_TOLERANCE, CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
+from bsmamba.claims import FAILS, HOLDS, NOT_MEASURED, size_claims
+from bsmamba.claims import row as _row
+from bsmamba.presets import CLAIMS
+from bsmamba.study.stats import paired_bootstrap, paired_n_needed, utterance_means
 
-HOLDS, FAILS = "holds", "fails"
 NOT_SIGNIFICANT = "not significant"
 NOT_MEASURABLE = "not measurable on this data"
-NOT_MEASURED = "not measured"
 
-PARAM_TOL = CLAIM_TOLERANCE  # relative: "~2.5M" holds for 2.375M..2.625M
-PERCENT_TOL = 100 * CLAIM_TOLERANCE  # percentage points, for "46% smaller"
 POINT_PESQ_TOL = 0.05  # a single expected PESQ (e.g. 3.00) is read as +-0.05
-PLAN_DECODER_M = {"adaptive": DECODER_CLAIM["adaptive_m"], "uniform": DECODER_CLAIM["uniform_m"]}
-PLAN_DECODER_SAVING = 100 * DECODER_CLAIM["saving"]  # "%"
 PLAN_BIDIR_GAIN = 0.3  # "+0.3 PESQ expected"
 PLAN_BATCH = 6
 MIN_PAIRED = 10  # fewer paired utterances than this: a bootstrap interval means nothing
-
-
-def paired_bootstrap(
-    a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0, level=0.95
-) -> dict[str, Any]:
-    """CI of mean(a - b) over the utterances both score, resampling utterances with replacement.
-
-    ``a``, ``b``: ``{utterance: score}``. Returns ``{mean_diff, ci_low, ci_high, n, n_boot}``;
-    the interval is the percentile interval at ``level``.
-    """
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names], float)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return {"mean_diff": None, "ci_low": None, "ci_high": None, "n": 0, "n_boot": n_boot}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))  # (resample, utterance)
-    boot = d[idx].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(boot, [tail, 100 - tail])
-    return {
-        "mean_diff": float(d.mean()),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
-        "n": int(d.size),
-        "n_boot": n_boot,
-    }
-
-
-def paired_n_needed(
-    a: dict[str, float], b: dict[str, float], power: float = 0.8, alpha: float = 0.05
-) -> dict[str, Any]:
-    """Pairs needed for a paired difference of the observed size to be significant.
-
-    ``a``, ``b``: ``{utterance (or seed): score}``, paired by key. With the observed mean ``m``
-    and sample std ``sd`` of ``a - b``, the normal-approximation size of a two-sided paired test
-    at level ``alpha`` with ``power``: ``n = ((z_{1-alpha/2} + z_{power}) * sd / |m|)^2``, rounded
-    up. Returns ``{n_needed, mean_diff, sd_diff, n, power, alpha}``; ``n_needed`` is None when it
-    cannot be estimated (fewer than 2 pairs, or no difference at all).
-    """
-    names = sorted(set(a) & set(b))
-    d = np.array([a[n] - b[n] for n in names], float)
-    d = d[np.isfinite(d)]
-    out = {"n_needed": None, "mean_diff": None, "sd_diff": None, "n": int(d.size)}
-    out.update(power=power, alpha=alpha)
-    if d.size < 2:
-        return out
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    out.update(mean_diff=mean, sd_diff=sd)
-    if mean == 0.0:
-        return out
-    z = NormalDist().inv_cdf
-    out["n_needed"] = max(2, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / abs(mean)) ** 2))
-    return out
 
 
 def ranking_verdict(ci: dict, gain: float = 0.0) -> str:
@@ -103,71 +45,32 @@ def ranking_verdict(ci: dict, gain: float = 0.0) -> str:
     return NOT_SIGNIFICANT
 
 
-def _row(claim, claimed, measured, verdict, note="", **extra) -> dict[str, Any]:
-    return {
-        "claim": claim,
-        "claimed": claimed,
-        "measured": measured,
-        "verdict": verdict,
-        "note": note,
-        **extra,
-    }
-
-
-def _m(n: int) -> str:
-    return f"{n / 1e6:.2f}M"
-
-
-def _decoder_params(row: dict) -> int | None:
-    comps = row.get("per_component_params") or {}
-    hits = [v for k, v in comps.items() if "decoder" in k.lower() and isinstance(v, int)]
-    return sum(hits) if hits else None
-
-
 def check(results: dict, utts: dict[str, list], n_boot: int = 2000) -> list[dict[str, Any]]:
-    """Claims rows for a study's ``results`` (report.collect) and per-utterance ``utts``."""
+    """Claims rows for a study's ``results`` (collect.collect) and per-utterance ``utts``."""
     by = results["by_system"]
     systems = [s for s in results["systems"] if s in CLAIMS]
-    rows: list[dict] = []
-    params = {s: by[s].get("params") for s in results["systems"]}
+    rows = size_claims(
+        {s: by[s].get("params") for s in results["systems"]},
+        {s: (by[s].get("per_component_params") or {}).get("decoder") for s in results["systems"]},
+        {s: by[s].get("earlier_params") for s in results["systems"]},
+    )
+    rows += _memory_claims(results, systems)
+    rows += _pesq_range_claims(results, systems)
+    rows += _ranking_claims(results, utts, n_boot)
+    return rows
 
-    # Parameter counts.
-    for s in systems:
-        c = CLAIMS[s]["params_m"]
-        p = params.get(s)
-        if p is None:
-            rows.append(_row(f"{s} has ~{c}M parameters", f"{c}M", "-", NOT_MEASURED))
-            continue
-        off = p / (c * 1e6) - 1
-        verdict = HOLDS if abs(off) <= PARAM_TOL else FAILS
-        note = f"{off:+.1%} from the claim (tolerance ±{PARAM_TOL:.0%})"
-        rows.append(_row(f"{s} has ~{c}M parameters", f"{c}M", _m(p), verdict, note))
 
-    # The plan's earlier settings ("4.31M", "down from 5.4M").
-    earlier = ", ".join(f"{k} {v}" for k, v in EARLIER.items())
-    for s in systems:
-        if s not in EARLIER_CLAIMS:
-            continue
-        c, p = EARLIER_CLAIMS[s], by[s].get("earlier_params")
-        claim = f"{s} with the earlier settings ({earlier}) had {c}M parameters"
-        if p is None:
-            rows.append(_row(claim, f"{c}M", "-", NOT_MEASURED))
-            continue
-        off = p / (c * 1e6) - 1
-        verdict = HOLDS if abs(off) <= PARAM_TOL else FAILS
-        note = f"{off:+.1%} from the claim (tolerance ±{PARAM_TOL:.0%})"
-        rows.append(_row(claim, f"{c}M", _m(p), verdict, note))
-
-    # Memory at batch 6.
-    shape = results["plan_shape"]
+def _memory_claims(results: dict, systems: list[str]) -> list[dict]:
+    """ "fits with batch size 6" per system: the plan's verdict at the plan's shape."""
+    by, shape, rows = results["by_system"], results["plan_shape"], []
     for s in systems:
         r = by[s]
         claim = f"{s} fits in memory with batch size {PLAN_BATCH}"
         if r.get("fits_plan_shape") is None:
             rows.append(_row(claim, "fits", "-", NOT_MEASURED))
             continue
-        where = f"{r['peak_source']} at batch {shape['batch_size']} x {shape['segment_s']:g} s"
-        measured = f"{r['peak_bytes'] / 2**30:.2f} GiB ({where})"
+        measured = f"{r['memory_verdict']} at batch {shape['batch_size']} x "
+        measured += f"{shape['segment_s']:g} s"
         note = f"budget {r.get('memory_budget')}"
         if shape["batch_size"] != PLAN_BATCH:
             note += f"; measured at batch {shape['batch_size']}, not the plan's {PLAN_BATCH}"
@@ -180,77 +83,6 @@ def check(results: dict, utts: dict[str, list], n_boot: int = 2000) -> list[dict
             note += f"; ladder: {r['ladder_error']}"
         verdict = HOLDS if r["fits_plan_shape"] else FAILS
         rows.append(_row(claim, "fits", measured, verdict, note))
-
-    # Ablation 3 the smallest; smaller than BSRNN.
-    have = {s: p for s, p in params.items() if p is not None}
-    if "abl3" in results["systems"]:
-        claim = "Ablation 3 has the fewest parameters (MOST EFFICIENT)"
-        if "abl3" in have and len(have) > 1:
-            smallest = min(have, key=have.get)
-            measured = f"smallest: {smallest} ({_m(have[smallest])}); abl3 {_m(have['abl3'])}"
-            verdict = HOLDS if smallest == "abl3" else FAILS
-            note = f"among {', '.join(have)}"
-            rows.append(_row(claim, "abl3 smallest", measured, verdict, note))
-        else:
-            rows.append(_row(claim, "abl3 smallest", "-", NOT_MEASURED, "needs abl3 and another"))
-        if "bsrnn" in results["systems"]:
-            claim = "Ablation 3 (2.3M) < BSRNN (2.4M)"
-            if "abl3" in have and "bsrnn" in have:
-                measured = f"{_m(have['abl3'])} vs {_m(have['bsrnn'])}"
-                verdict = HOLDS if have["abl3"] < have["bsrnn"] else FAILS
-                rows.append(_row(claim, "2.3M < 2.4M", measured, verdict))
-            else:
-                rows.append(_row(claim, "2.3M < 2.4M", "-", NOT_MEASURED))
-
-    rows += _decoder_claims(results)
-    rows += _pesq_range_claims(results, systems)
-    rows += _ranking_claims(results, utts, n_boot)
-    return rows
-
-
-def _decoder_claims(results: dict) -> list[dict]:
-    by = results["by_system"]
-    if "abl3" not in results["systems"]:
-        return []
-    adaptive = _decoder_params(by["abl3"])
-    # Any uniform-decoder system has the same decoder (same N and band plan); prefer abl2.
-    uniform, ref = None, None
-    for s in ("abl2", "abl1", "bsrnn", "modified"):
-        if s in by and _decoder_params(by[s]) is not None:
-            uniform, ref = _decoder_params(by[s]), s
-            break
-    claim = f"Adaptive decoder ≈{PLAN_DECODER_SAVING:g}% smaller than the uniform one"
-    sizes = f"{PLAN_DECODER_M['adaptive']}M vs {PLAN_DECODER_M['uniform']}M"
-    claim_abs = (
-        f"Decoders: adaptive {PLAN_DECODER_M['adaptive']}M vs uniform {PLAN_DECODER_M['uniform']}M"
-    )
-    if adaptive is None or uniform is None:
-        note = "needs per-component counts of abl3 and a uniform-decoder system"
-        return [
-            _row(claim, f"{PLAN_DECODER_SAVING:g}%", "-", NOT_MEASURED, note),
-            _row(claim_abs, sizes, "-", NOT_MEASURED, note),
-        ]
-    saving = 100 * (1 - adaptive / uniform)
-    measured = f"{saving:.1f}% ({_m(adaptive)} vs {_m(uniform)} in {ref})"
-    verdict = HOLDS if abs(saving - PLAN_DECODER_SAVING) <= PERCENT_TOL else FAILS
-    note = f"tolerance ±{PERCENT_TOL:g} percentage points"
-    rows = [_row(claim, f"{PLAN_DECODER_SAVING:g}%", measured, verdict, note)]
-    ok = all(
-        abs(m / (PLAN_DECODER_M[k] * 1e6) - 1) <= PARAM_TOL
-        for k, m in (("adaptive", adaptive), ("uniform", uniform))
-    )
-    note = f"tolerance ±{PARAM_TOL:.0%} each"
-    if not ok:
-        note += "; the plan's sizes do not match N=64 with the 30-band plan"
-    rows.append(
-        _row(
-            claim_abs,
-            sizes,
-            f"{_m(adaptive)} vs {_m(uniform)}",
-            HOLDS if ok else FAILS,
-            note,
-        )
-    )
     return rows
 
 
@@ -282,8 +114,6 @@ def _pesq_range_claims(results: dict, systems: list[str]) -> list[dict]:
 
 
 def _ranking_claims(results: dict, utts: dict[str, list], n_boot: int) -> list[dict]:
-    from bsmamba.study.report import utterance_means
-
     pesq = {s: utterance_means(u, "pesq") for s, u in utts.items() if s != "noisy" and u}
     demo = " (on the demo set)" if results["is_demo_data"] else ""
     if len(results.get("seeds", [])) == 1:

@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 
 from bsmamba import files
-from bsmamba.study import report
+from bsmamba.study import tables
 
 # Bytes embedded per page (before base64, which adds a third); files past it are linked relative
 # to the study folder, so a study with many long examples still gives a page a browser can load.
@@ -142,8 +142,8 @@ def render(doc: dict, study_dir: str | Path) -> str:
         )
     out += [
         "<h2>Results</h2>",
-        _table(report.TABLE_HEADER, report.table_rows(doc)),
-        f'<p class="note">{escape(report.shapes_note(doc))}</p>',
+        _table(tables.TABLE_HEADER, tables.table_rows(doc)),
+        f'<p class="note">{escape(tables.shapes_note(doc))}</p>',
     ]
     failures = [
         f"{s} {stage}: {err}"
@@ -156,13 +156,18 @@ def render(doc: dict, study_dir: str | Path) -> str:
         if items:
             lis = "".join(f"<li>{escape(str(i))}</li>" for i in items)
             out.append(f"<h3>{head}</h3><ul>{lis}</ul>")
-    header, rows = report.snr_rows(doc)
+    header, rows = tables.snr_rows(doc)
     if rows:
         out += [
             "<h2>Per-SNR breakdown</h2>",
             f'<p class="note">Grouped by {escape(doc["snr_grouping"])}; means over utterances '
             "(and seeds).</p>",
             _table(header, rows),
+        ]
+    if tables.worker_rows(doc):
+        out += [
+            "<h2>Where each run ran</h2>",
+            _table(tables.WORKER_HEADER, tables.worker_rows(doc)),
         ]
     claim_rows = [
         [c["claim"], c["claimed"], c["measured"], c["verdict"], c.get("note", "")]

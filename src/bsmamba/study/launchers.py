@@ -24,7 +24,21 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bsmamba.study import records  # light: json, csv and the schema
+from bsmamba.study.records import (
+    DONE,
+    RUN_STAGES,
+    RUNNING_ELSEWHERE,
+    SKIPPED,
+    SUBMITTED,
+    run_stage_path,
+)
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # ----------------------------------------------------------------------------- children die
 _PR_SET_PDEATHSIG = 1
@@ -207,7 +221,7 @@ except ImportError:  # pragma: no cover - the slurm launcher says how to install
 
 
 class StudyJob(_Requeueable):
-    """One system x seed as a submitit job: ``StudyJob()(cfg_dict, system, seed, args)``.
+    """One system x seed as a submitit job: ``StudyJob(run, train)(cfg_dict, system, seed, args)``.
 
     Every task of the job (one per GPU and node) trains (DDP through Lightning's SLURM
     environment); rank 0 alone writes the stage records and enhances and scores. On a time
@@ -215,16 +229,93 @@ class StudyJob(_Requeueable):
     its ``last.ckpt`` (training checkpoints every ``train.ckpt_every_n_steps`` steps).
     """
 
-    def __call__(self, cfg_dict: dict, system: str, seed: int, args: tuple):
-        from bsmamba.study import runner
+    def __init__(self, run, train):
+        # run(cfg_dict, system, seed, args, stream, launcher) and train(cfg_dict, system, seed,
+        # args): the runner's entry points, handed in (module functions pickle by name).
+        self.run, self.train = run, train
 
+    def __call__(self, cfg_dict: dict, system: str, seed: int, args: tuple):
         rank = int(os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID", 0)))
         # bsmamba.train writes its run files on RANK 0 only; srun sets SLURM_* names instead.
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", str(rank)))
         if rank != 0:  # the other DDP ranks only train; rank 0 records
-            return runner.train_only(cfg_dict, system, seed, args)
-        return runner.run_in_process(cfg_dict, system, seed, args, "stdout", "slurm")
+            return self.train(cfg_dict, system, seed, args)
+        return self.run(cfg_dict, system, seed, args, "stdout", "slurm")
+
+
+# ----------------------------------------------------------------------------- a study's runs
+def run_local(cfg: DictConfig, tasks: list, args: tuple, stream: str | None, echo, fn) -> list:
+    """Every task in its own spawned process, ``study.jobs`` (or one per GPU) at a time:
+    ``fn(cfg_dict, system, seed, args, stream, "local")`` (the runner's run of one task)."""
+    from bsmamba import config
+
+    cfg_dict = config.to_dict(cfg)
+    results = run_pool(
+        [(cfg_dict, s, seed, args, stream, "local") for s, seed in tasks],
+        fn,
+        gpus=_gpus_of(cfg),
+        jobs=int(cfg.study.jobs),
+        need=max(1, int(cfg.train.devices)),
+        labels=[f"{s}/s{seed}" for s, seed in tasks],
+        say=echo,
+    )
+    outcomes = []
+    for (system, seed), (ok, res) in zip(tasks, results, strict=True):
+        if ok:
+            outcomes.append(res)
+            continue
+        # The run process died (killed by the OS, ...): its records say where resume starts.
+        echo(f"[study] {system}/s{seed}: {res}; rerun to resume")
+        outcomes.append((dict.fromkeys(RUN_STAGES, "crashed"), []))
+    return outcomes
+
+
+def run_slurm(
+    cfg: DictConfig, tasks: list, args: tuple, sdir: Path, echo, job: StudyJob, executor=None
+) -> tuple[list, list]:
+    """Submit the unfinished runs as one SLURM job array of ``job``; the finished ones keep
+    their status."""
+    from bsmamba.study.lock import describe, holder
+
+    outcomes, todo = [], []
+    for system, seed in tasks:
+        rdir = sdir / system / f"s{seed}"
+        st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
+        who = holder(rdir)
+        scored = st["evaluate"] == DONE and not records.scores_damage(
+            records.read(run_stage_path(rdir, "evaluate"), []), rdir
+        )
+        if scored or st["train"] == SKIPPED:
+            outcomes.append((st, []))
+        elif who is not None:  # a job of an earlier submission is running it
+            echo(f"[study] {f'{system}/s{seed}':<14} running elsewhere: {describe(who)}")
+            outcomes.append((dict.fromkeys(st, RUNNING_ELSEWHERE), []))
+        else:
+            todo.append((system, seed))
+            outcomes.append((dict.fromkeys(st, SUBMITTED), []))
+    if not todo:
+        return outcomes, []
+    if executor is None:
+        executor = slurm_executor(cfg, sdir / "slurm", len(todo))
+    from bsmamba import config
+
+    jobs = submit(executor, job, config.to_dict(cfg), todo, args)
+    for (system, seed), job in zip(todo, jobs, strict=True):
+        echo(f"[study] {f'{system}/s{seed}':<14} submitted as SLURM job {job.job_id}")
+    echo(
+        f"[study] {len(jobs)} run(s) submitted; when they are done, `bsmamba report {sdir}` "
+        "builds the table (rerunning this command submits only what is not finished)"
+    )
+    return outcomes, jobs
+
+
+def local_slots(cfg: DictConfig) -> tuple[int, bool]:
+    """(runs at a time here, whether they run in child processes): ``study.jobs``, or one run
+    per ``train.devices`` GPUs when 0; GPUs are pinned in children, so any GPU means children."""
+    gpus = _gpus_of(cfg)
+    slots = concurrency(len(gpus), int(cfg.study.jobs), max(1, int(cfg.train.devices)))
+    return slots, slots > 1 or bool(gpus)
 
 
 def slurm_parameters(cfg, n_runs: int) -> dict[str, Any]:
@@ -280,10 +371,9 @@ def slurm_executor(cfg, folder, n_runs: int):
     return executor
 
 
-def submit(executor, cfg_dict: dict, tasks: list, args: tuple) -> list:
-    """Submit one ``StudyJob`` per (system, seed) task through ``executor``: a job array on
+def submit(executor, job: StudyJob, cfg_dict: dict, tasks: list, args: tuple) -> list:
+    """Submit ``job`` once per (system, seed) task through ``executor``: a job array on
     SLURM (``executor.batch()``), one process each with submitit's local executor."""
-    job = StudyJob()
     with executor.batch():
         jobs = [executor.submit(job, cfg_dict, system, seed, args) for system, seed in tasks]
     return jobs

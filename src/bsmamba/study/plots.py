@@ -7,7 +7,6 @@ with a noisy / enhanced / clean spectrogram PNG beside each.
 
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 from pathlib import Path
@@ -20,8 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bsmamba import files  # noqa: E402
-
-_VAL_KEYS = ("val_pesq", "val/pesq", "valid_pesq", "val_loss", "val/loss", "valid_loss")
+from bsmamba.study import records  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
@@ -59,31 +57,20 @@ def _scatter(results: dict, x_key: str, x_scale: float, x_label: str, title: str
     return _save(fig, path)
 
 
-def validation_curve(run_dir: Path, train_record: dict) -> tuple[list, list, str, str] | None:
-    """(x, y, y-label, x-label) of one run's validation curve, from its results or metrics CSV."""
-    res = train_record.get("results") or {}
-    for key in ("val_curve", "history", "validation"):
-        hist = res.get(key)
-        if isinstance(hist, list) and hist and isinstance(hist[0], dict):
-            yk = next((k for k in _VAL_KEYS if k in hist[0] or k.split("/")[-1] in hist[0]), None)
-            yk = yk if yk in hist[0] else (yk.split("/")[-1] if yk else None)
-            if yk:
-                xk = "step" if "step" in hist[0] else "epoch"
-                pts = [(h.get(xk), h.get(yk)) for h in hist if h.get(yk) is not None]
-                return [p[0] for p in pts], [p[1] for p in pts], yk, xk
-    for path in sorted(run_dir.rglob("metrics.csv")):
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            continue
-        yk = next((k for k in _VAL_KEYS if k in rows[0]), None)
-        if not yk:
-            continue
-        xk = "step" if "step" in rows[0] else "epoch"
-        pts = [(float(r[xk]), float(r[yk])) for r in rows if r.get(yk) not in (None, "")]
+def validation_curve(train_record: dict) -> tuple[list, list, str, str] | None:
+    """(steps, values, key, "step") of one run's validation curve: validation PESQ, or the
+    validation loss where PESQ was never measured; from the train record's ``results``
+    ``validation`` rows (bsmamba.train's history: epoch, step, val_loss, val_pesq, ...)."""
+    hist = (train_record.get("results") or {}).get("validation") or []
+    for key in ("val_pesq", "val_loss"):
+        pts = [(h["step"], h[key]) for h in hist if _finite(h.get(key))]
         if pts:
-            return [p[0] for p in pts], [p[1] for p in pts], yk, xk
+            return [p[0] for p in pts], [p[1] for p in pts], key, "step"
     return None
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _noisy_validation_pesq(train_record: dict) -> list[float]:
@@ -124,8 +111,8 @@ def figures(results: dict, study_dir: Path) -> list[str]:
     for s in results["systems"]:
         for seed in results["seeds"]:
             rdir = study_dir / s / f"s{seed}"
-            rec = _json(rdir / "stages" / "train.json")
-            c = validation_curve(rdir, rec) if rec.get("status") == "done" else None
+            rec = records.read(records.run_stage_path(rdir, "train"), [])
+            c = validation_curve(rec) if rec.get("status") == records.DONE else None
             if c and c[0]:
                 curves.append((f"{s}/s{seed}", *c))
                 noisy += _noisy_validation_pesq(rec) if c[2] == "val_pesq" else []
@@ -144,10 +131,6 @@ def figures(results: dict, study_dir: Path) -> list[str]:
         ax.legend(fontsize=7)
         made.append(_save(fig, out / "validation_curves.png"))
     return [str(Path(p).relative_to(study_dir)) for p in made if p]
-
-
-def _json(path: Path) -> dict:
-    return files.read_json(path) or {}
 
 
 def _spectrogram_png(wavs: list[tuple[str, np.ndarray]], fs: int, path: Path) -> str:
@@ -180,7 +163,7 @@ def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
     ``study_dir/audio/<system>/`` with a spectrogram PNG each; return their relative paths."""
     import soundfile as sf
 
-    meta = _json(study_dir / "study.json")
+    meta = records.read(study_dir / "study.json", [])
     n = int(meta.get("config", {}).get("study", {}).get("examples", 3))
     if n <= 0:
         return []
@@ -188,13 +171,14 @@ def examples(results: dict, study_dir: Path) -> list[dict[str, Any]]:
     seed = results["seeds"][0]
     shutil.rmtree(study_dir / "audio", ignore_errors=True)  # report output only: rebuilt whole
     # Examples spread over the input SNRs (lowest to highest), not the first n by name.
-    snr = _json(study_dir / "test_snr.json").get("by_file", {})
+    snr = records.read(study_dir / "test_snr.json", []).get("by_file", {})
     by_snr = sorted(snr, key=snr.get)
     picks = sorted({by_snr[round(i * (len(by_snr) - 1) / max(1, n - 1))] for i in range(n)})
     out = []
     for s in results["systems"]:
         enh = study_dir / s / f"s{seed}" / "enhanced"
-        if _json(study_dir / s / f"s{seed}" / "stages" / "enhance.json").get("status") != "done":
+        rec = records.read(records.run_stage_path(study_dir / s / f"s{seed}", "enhance"), [])
+        if rec.get("status") != records.DONE:
             continue
         wavs = [enh / p for p in picks if (enh / p).exists()] or sorted(enh.glob("*.wav"))[:n]
         for wav in wavs:

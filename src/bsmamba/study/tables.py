@@ -1,0 +1,133 @@
+"""The study's tables as rows of cells, from the results document: the main table, the
+per-SNR breakdown, where each run ran. ``report.py`` lays them out as markdown and text,
+``html.py`` as HTML.
+"""
+
+from __future__ import annotations
+
+from bsmamba import schema
+
+METRIC_LABELS = schema.METRIC_LABELS
+# Digits per metric in tables (STOI as a fraction, like VB-DMD tables).
+_DIGITS = {"pesq": 2, "csig": 2, "cbak": 2, "covl": 2, "ssnr": 2, "stoi": 3, "si_sdr": 2}
+
+
+def fmt_metric(m: dict | None, key: str) -> str:
+    """``mean ± std`` of one metric cell (``-`` when not measured)."""
+    if not m or m.get(key, {}).get("mean") is None:
+        return "-"
+    d, cell = _DIGITS[key], m[key]
+    failed = f" ({cell['failures']} failed)" if cell.get("failures") else ""
+    if cell.get("std") is None:
+        return f"{cell['mean']:.{d}f}{failed}"
+    return f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}{failed}"
+
+
+def fmt_params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M"
+
+
+def fmt_bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def fmt_seconds(s: float | None) -> str:
+    return "-" if s is None else f"{s:.2f} s"
+
+
+def fmt_rtf(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3f}"
+
+
+TABLE_HEADER = [
+    "System",
+    *METRIC_LABELS.values(),
+    "Params",
+    "Peak memory",
+    "Step time",
+    "RTF",
+]
+
+
+def table_rows(doc: dict) -> list[list[str]]:
+    """The main table: the noisy row, then one row per system, in paper column order."""
+    noisy = doc["noisy"].get("metrics")
+    rows = [
+        ["Noisy input", *(fmt_metric(noisy, k) for k in schema.METRIC_KEYS), "-", "-", "-", "-"]
+    ]
+    for system in doc["systems"]:
+        r = doc["by_system"][system]
+        rows.append(
+            [
+                system,
+                *(fmt_metric(r.get("metrics"), k) for k in schema.METRIC_KEYS),
+                fmt_params(r.get("params")),
+                fmt_bytes(r.get("peak_bytes"))
+                + (" (pred.)" if r.get("peak_source") == "predicted" else ""),
+                fmt_seconds(r.get("step_time_s")),
+                fmt_rtf(r.get("rtf")),
+            ]
+        )
+    return rows
+
+
+def shapes_note(doc: dict) -> str:
+    p, t = doc["plan_shape"], doc["train_shape"]
+    budget = doc.get("train_budget_s")
+    steps = doc.get("train_max_steps")
+    limit = f", {budget:g} s per system" if budget else ""
+    limit += f", at most {steps} steps" if steps and steps > 0 else ""
+    if doc.get("train_threads"):
+        limit += f", {doc['train_threads']} thread(s)"
+    if (doc.get("jobs") or 1) > 1:
+        limit += f", {doc['jobs']} runs at a time"
+    std = {
+        "seeds": "std across seeds (of per-seed means over utterances)",
+        "utterances": "one seed: std across utterances",
+    }.get(doc["std_over"], "std over seeds or utterances (mixed)")
+    return (
+        f"Metrics: mean ± std ({std}); {doc['n_test_utterances']} test utterances. "
+        "Params and peak memory (live tensor bytes of one training step; measured, or "
+        "predicted where marked pred.) at the plan's shape: "
+        f"batch {p['batch_size']} x {p['segment_s']:g} s. "
+        f"Training and step time at batch {t['batch_size']} x {t['segment_s']:g} s{limit}. "
+        "RTF: enhancement wall time / audio duration, CPU."
+    )
+
+
+WORKER_HEADER = ["System", "Seed", "Launcher", "Host", "GPUs", "SLURM job"]
+
+
+def worker_rows(doc: dict) -> list[list[str]]:
+    """Where each run trained (its train record's ``worker``): one row per system x seed;
+    "-" where the record has none (a run trained before workers were recorded, or not yet)."""
+    rows = []
+    for system in doc["systems"]:
+        for seed, run in (doc.get("runs") or {}).get(system, {}).items():
+            w = run.get("worker")
+            if not w:
+                rows.append([system, seed, "-", "-", "-", "-"])
+                continue
+            gpus = ", ".join(str(g) for g in w["gpus"]) if w.get("gpus") else "CPU"
+            rows.append([system, seed, w["launcher"], w["host"], gpus, w.get("job_id") or "-"])
+    return rows
+
+
+def snr_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Per-SNR breakdown: one row per (SNR group, system incl. noisy), PESQ..SI-SDR means."""
+    header = ["SNR", "System", *METRIC_LABELS.values(), "Utterances"]
+    rows = []
+    entries = [("Noisy input", doc["noisy"].get("by_snr") or {})]
+    entries += [(s, doc["by_system"][s].get("by_snr") or {}) for s in doc["systems"]]
+    labels = []
+    for _, groups in entries:
+        labels += [g for g in groups if g not in labels]
+    labels.sort(key=lambda g: float(g.split()[0]))
+    for label in labels:
+        for name, groups in entries:
+            g = groups.get(label)
+            if not g:
+                continue
+            cells = ["-" if g[k] is None else f"{g[k]:.{_DIGITS[k]}f}" for k in schema.METRIC_KEYS]
+            rows.append([label, name, *cells, str(g["n_utterances"])])
+    return header, rows
