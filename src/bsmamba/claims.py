@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bsmamba import units
 from bsmamba.presets import CLAIM_TOLERANCE, CLAIMS, DECODER_CLAIM, EARLIER, EARLIER_CLAIMS
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured"
@@ -33,8 +34,7 @@ def row(claim, claimed, measured, verdict, note="", **extra) -> dict[str, Any]:
     }
 
 
-def millions(n: int) -> str:
-    return f"{n / 1e6:.2f}M"
+millions = units.fmt_params
 
 
 def _count_row(claim: str, claim_m: float, n: int | None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ config it was started with.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,7 @@ def run_config(cfg: DictConfig, system: str, seed: int, out: Path) -> DictConfig
 
     if system not in PRESETS:
         raise ValueError(f"unknown system {system!r} in study.systems; valid: {', '.join(PRESETS)}")
-    own = config.load(overrides=[f"model.preset={cfg.model.preset}"]).model
-    changed = {k: cfg.model[k] for k in cfg.model if k != "preset" and cfg.model[k] != own.get(k)}
-    run = copy.deepcopy(cfg)
-    run.model = OmegaConf.merge(config.load(overrides=[f"model.preset={system}"]).model, changed)
+    run = config.with_preset(cfg, system)
     run.train.seed = seed
     run.train.out = str(out)
     return run

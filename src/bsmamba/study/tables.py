@@ -5,38 +5,22 @@ per-SNR breakdown, where each run ran. ``report.py`` lays them out as markdown a
 
 from __future__ import annotations
 
-from bsmamba import schema
+from bsmamba import schema, units
 
 METRIC_LABELS = schema.METRIC_LABELS
-# Digits per metric in tables (STOI as a fraction, like VB-DMD tables).
-_DIGITS = {"pesq": 2, "csig": 2, "cbak": 2, "covl": 2, "ssnr": 2, "stoi": 3, "si_sdr": 2}
 
 
 def fmt_metric(m: dict | None, key: str) -> str:
-    """``mean ± std`` of one metric cell (``-`` when not measured)."""
-    if not m or m.get(key, {}).get("mean") is None:
-        return "-"
-    d, cell = _DIGITS[key], m[key]
-    failed = f" ({cell['failures']} failed)" if cell.get("failures") else ""
-    if cell.get("std") is None:
-        return f"{cell['mean']:.{d}f}{failed}"
-    return f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}{failed}"
+    """``mean ± std`` of one metric cell of a results row (``-`` when not measured)."""
+    cell = (m or {}).get(key) or {}
+    return units.fmt_metric(cell.get("mean"), cell.get("std"), key, cell.get("failures") or 0)
 
 
-def fmt_params(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e6:.2f}M"
+fmt_params, fmt_seconds, fmt_rtf = units.fmt_params, units.fmt_seconds, units.fmt_rtf
 
 
 def fmt_bytes(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**30:.2f} GiB"
-
-
-def fmt_seconds(s: float | None) -> str:
-    return "-" if s is None else f"{s:.2f} s"
-
-
-def fmt_rtf(r: float | None) -> str:
-    return "-" if r is None else f"{r:.3f}"
+    return units.fmt_bytes(n, "GiB")  # one unit down a column
 
 
 TABLE_HEADER = [
@@ -128,6 +112,9 @@ def snr_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
             g = groups.get(label)
             if not g:
                 continue
-            cells = ["-" if g[k] is None else f"{g[k]:.{_DIGITS[k]}f}" for k in schema.METRIC_KEYS]
+            cells = [
+                "-" if g[k] is None else f"{g[k]:.{units.METRIC_DIGITS[k]}f}"
+                for k in schema.METRIC_KEYS
+            ]
             rows.append([label, name, *cells, str(g["n_utterances"])])
     return header, rows
