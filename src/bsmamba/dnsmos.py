@@ -28,10 +28,8 @@ Needs the ``nr`` extra (speechmos, onnxruntime, librosa); importing bsmamba neve
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -109,7 +107,7 @@ def _score_file(job: dict) -> dict:
 
 def _wavs(folder: Path, out_dir: Path | None) -> dict[str, Path]:
     """Relative path -> file of every .wav below ``folder``, found as ``evaluate`` finds them."""
-    from bsmamba.evaluate import _wavs as wavs
+    from bsmamba.evaluate import wav_files as wavs
 
     found = wavs(folder, out_dir)
     if not found:
@@ -238,19 +236,9 @@ def _run(jobs: list[dict], workers: int, progress: bool, threads: int) -> list[d
 
 
 def _csv(rows: list[dict]) -> str:
-    cols = ["file", "input", "status", "seconds", *KEYS, "error"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: _fmt(r.get(c)) for c in cols})
-    return buf.getvalue()
+    from bsmamba.evaluate import rows_csv
 
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if not math.isfinite(v) else f"{v:.6g}"
-    return "" if v is None else v
+    return rows_csv(rows, ["file", "input", "status", "seconds", *KEYS, "error"])
 
 
 def table(summary: dict) -> str:

@@ -94,7 +94,7 @@ def _loud(path: str, wav: np.ndarray) -> str:
     return f"{path}: samples beyond ±1 (peak {peak:.3g}), scored as they are" if peak > 1 else ""
 
 
-def _wavs(folder: Path | None, leave_out: Path | None = None) -> dict[str, Path]:
+def wav_files(folder: Path | None, leave_out: Path | None = None) -> dict[str, Path]:
     """Relative posix path -> file of every .wav below ``folder``.
 
     Left out: ``leave_out`` (the output folder) and subfolders ``enhance`` wrote into.
@@ -158,8 +158,8 @@ def evaluate_dirs(
     clean_dir, enhanced_dir = Path(clean_dir), Path(enhanced_dir)
     noisy_dir = Path(noisy_dir) if noisy_dir else None
     out_dir = Path(out_dir) if out_dir is not None else None
-    clean, noisy = _wavs(clean_dir, out_dir), _wavs(noisy_dir, out_dir)
-    enhanced = _wavs(enhanced_dir, out_dir)
+    clean, noisy = wav_files(clean_dir, out_dir), wav_files(noisy_dir, out_dir)
+    enhanced = wav_files(enhanced_dir, out_dir)
     if not enhanced:
         raise FileNotFoundError(f"{enhanced_dir}: no .wav files to evaluate")
     if out_dir is not None:  # before the scoring, not after it: the scores would be lost
@@ -292,7 +292,12 @@ def _run(jobs: list[dict], workers: int, progress: bool, threads: int = 1) -> li
 def _csv(rows: list[dict], with_noisy: bool) -> str:
     cols = ["file", "status", "snr_db", *METRIC_KEYS]
     cols += [f"noisy_{k}" for k in METRIC_KEYS] if with_noisy else []
-    cols += ["error", "note"]
+    return rows_csv(rows, cols + ["error", "note"])
+
+
+def rows_csv(rows: list[dict], cols: list[str]) -> str:
+    """Per-file rows as CSV text with columns ``cols``: floats in 6 significant digits, a
+    non-finite or missing value as an empty cell (as evaluate and DNSMOS write them)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
