@@ -1,7 +1,8 @@
 import pytest
 
 from bsmamba import build_model
-from bsmamba.presets import CLAIMS, EARLIER, PRESETS, diff_from_bsrnn
+from bsmamba.presets import CLAIMS, EARLIER, PRESETS
+from bsmamba.presets_cli import diff_from_bsrnn
 
 
 def _n(model):

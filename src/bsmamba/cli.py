@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("bsmamba.study.runner", "run the ablation study (train, enhance, score, report)"),
     "report": ("bsmamba.study.report", "rebuild a study's report from its finished runs"),
     "train": ("bsmamba.train.run", "train a preset on the demo set or VoiceBank+DEMAND"),
-    "enhance": ("bsmamba.enhance", "enhance a file or a folder with a checkpoint"),
+    "enhance": ("bsmamba.enhance_cli", "enhance a file or a folder with a checkpoint"),
     "evaluate": ("bsmamba.evaluate", "score enhanced audio: PESQ, CSIG, CBAK, COVL, SSNR, STOI"),
     "params": ("bsmamba.params", "parameter counts and MACs per preset, beside the plan's claims"),
     "plan": ("bsmamba.memory.cli", "peak training memory: measured and predicted, with verdict"),

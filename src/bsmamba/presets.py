@@ -62,20 +62,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def diff_from_bsrnn(name: str) -> dict[str, tuple]:
-    """{argument: (bsrnn's value, preset's value)} for every resolved argument that differs.
-
-    Resolved means with ``config.ModelConfig`` defaults filled in, so arguments the LSTM ignores
-    (d_state, ...) count only when a preset sets them differently from those defaults.
-    """
-    from bsmamba.model import resolve_kwargs
-
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    base, mine = resolve_kwargs(PRESETS["bsrnn"]), resolve_kwargs(PRESETS[name])
-    return {k: (base[k], mine[k]) for k in base if base[k] != mine[k] and k != "preset"}
-
-
 # The plan's earlier (pre-"memory-optimized") settings, reachable by override.
 EARLIER = {"num_layers": 4, "d_state": 16}
 
