@@ -21,7 +21,8 @@ for _name in ("onnx", "onnxscript", "onnxruntime"):
 
 import onnx  # noqa: E402
 
-from bsmamba.export import TOLERANCE, OnnxModel, export_onnx  # noqa: E402
+from bsmamba.export import TOLERANCE, export_onnx  # noqa: E402
+from bsmamba.onnx_engine import OnnxModel  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SPEECH = [DATA / "arctic_a0007.wav", DATA / "arctic_a0009.wav"]  # 16 kHz, 49,520 samples each

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     chunking = dict(chunk_s=args.chunk_s, overlap_s=args.overlap_s)
     if args.engine == "onnxruntime":
-        from bsmamba.export import load_onnx
+        from bsmamba.onnx_engine import load_onnx
 
         if args.stream:
             raise ValueError("--stream runs the torch engine; drop --engine onnxruntime")

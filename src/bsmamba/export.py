@@ -35,15 +35,13 @@ from torch import nn
 
 from bsmamba.decoders import TAPS
 from bsmamba.norms import UtteranceNorm
+from bsmamba.onnx_engine import FORMAT, FORMAT_VERSION, OnnxModel, need
 from bsmamba.scan.fused import scan_time_major
 from bsmamba.sequence.mamba import Mamba
 
-FORMAT = "bsmamba-spectral-core"
-FORMAT_VERSION = 1
 MIN_OPSET = 18  # the lowest that torch.onnx's dynamo exporter writes
 TOLERANCE = 1e-4  # |onnxruntime - torch| an export must meet on its check input
 _DOMAIN = "bsmamba"
-_EXTRA = "pip install 'bsmamba[export]' (onnx, onnxscript, onnxruntime)"
 
 
 # ---- the recurrence as one op -------------------------------------------------------------------
@@ -180,19 +178,6 @@ def _exportable(module: nn.Module) -> nn.Module:
 # ---- export ------------------------------------------------------------------------------------
 
 
-def _need(*names: str, what: str) -> list:
-    """The modules ``names``, or a one-line error naming the missing one and the extra."""
-    import importlib
-
-    out = []
-    for name in names:
-        try:
-            out.append(importlib.import_module(name))
-        except ImportError:
-            raise ValueError(f"{what} needs the '{name}' package: {_EXTRA}") from None
-    return out
-
-
 def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
     """``model``'s :class:`SpectralCore` as an ``onnx.ModelProto`` (Mamba recurrences as Scan).
 
@@ -204,7 +189,7 @@ def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
     import logging
     import warnings
 
-    onnx, onnxscript = _need("onnx", "onnxscript", what="ONNX export")
+    onnx, onnxscript = need("onnx", "onnxscript", what="ONNX export")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset {opset}: out of range, valid {MIN_OPSET}..{newest} (this onnx)")
@@ -359,84 +344,6 @@ def _step_graph(p: str, At: str):
     )
 
 
-# ---- the onnxruntime engine --------------------------------------------------------------------
-
-
-class OnnxModel(nn.Module):
-    """An exported file behind the model's interface: ``forward(wav (B, S)) -> (B, S)``.
-
-    The STFT pair (``bsmamba.frontend.Frontend`` with the file's settings) runs in torch around
-    one onnxruntime call on the spectral core. ``threads``: onnxruntime's intra-op threads
-    (0: its default). CPU only.
-    """
-
-    def __init__(self, path: str | Path, threads: int = 0):
-        super().__init__()
-        from bsmamba.frontend import Frontend
-
-        (ort,) = _need("onnxruntime", what="--engine onnxruntime")
-        path = Path(path)
-        if path.is_dir() or path.suffix == ".ckpt":
-            raise ValueError(
-                f"{path} is a checkpoint or run directory, not an export: make one with "
-                f"`bsmamba export {path} OUT.onnx`, or use --engine torch"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX file {path} does not exist")
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            msg = f"{path} cannot be read by onnxruntime ({type(e).__name__}: {e})"
-            raise ValueError(msg) from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != FORMAT:
-            raise ValueError(
-                f"{path} is not a bsmamba export (no '{FORMAT}' metadata); make one with "
-                "`bsmamba export CKPT OUT.onnx`"
-            )
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has export format {meta['format_version']}, newer than this bsmamba "
-                f"reads ({FORMAT_VERSION}); upgrade bsmamba"
-            )
-        self.path = path
-        self.config = json.loads(meta["model_config"])
-        self.frontend = Frontend(**json.loads(meta["stft"]))
-
-    @property
-    def sample_rate(self) -> int:
-        return self.frontend.sample_rate
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav (B, S) -> enhanced wav (B, S), float32."""
-        spec = torch.view_as_real(self.frontend.stft(wav.detach().float().cpu())).contiguous()
-        out = self.session.run(["enhanced"], {"spec": spec.numpy()})[0]
-        est = torch.view_as_complex(torch.from_numpy(out))
-        return self.frontend.istft(est, wav.shape[-1]).to(wav.device)
-
-
-def load_onnx(path: str | Path, device: str = "cpu", threads: int = 0, **kwargs):
-    """An :class:`bsmamba.enhance.Enhancer` that runs the exported file ``path`` in onnxruntime.
-
-    Same chunking, overlap-add, resampling and downmixing as the torch engine; kwargs go to
-    ``Enhancer`` (``chunk_s``, ``overlap_s``).
-    """
-    from bsmamba.enhance import Enhancer
-
-    if device != "cpu":
-        raise ValueError(
-            f"--engine onnxruntime runs on the CPU, not on device {device!r}: use --device cpu "
-            "(or --engine torch with the checkpoint for a GPU)"
-        )
-    model = OnnxModel(path, threads)
-    enhancer = Enhancer(model, "cpu", **kwargs)
-    enhancer.checkpoint = model.path
-    return enhancer
-
-
 def check_export(model: nn.Module, proto, seconds: float = 2.0, seed: int = 0) -> float:
     """max |onnxruntime - torch| of the enhanced waveform on ``seconds`` of noise at speech
     level (std 0.1), batch 2, with ``proto`` written to a temporary file. ``model``: float32,
@@ -479,12 +386,12 @@ def main(args: argparse.Namespace) -> int:
     src = ckpt_io.resolve(args.checkpoint)
     if out.resolve() == src.resolve():
         raise ValueError(f"{out} is the checkpoint itself; write the export to another file")
-    (onnx, _) = _need("onnx", "onnxscript", what="ONNX export")
+    (onnx, _) = need("onnx", "onnxscript", what="ONNX export")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= args.opset <= newest:
         raise ValueError(f"--opset {args.opset}: out of range, valid {MIN_OPSET}..{newest}")
     if not args.no_check:
-        _need("onnxruntime", what="checking the export (or pass --no-check)")
+        need("onnxruntime", what="checking the export (or pass --no-check)")
     model = load(src).model
     print(f"bsmamba export: {src} (preset {model.config['preset']}) -> {out}, opset {args.opset}")
     proto = export_onnx(model, args.opset)
