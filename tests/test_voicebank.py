@@ -19,8 +19,9 @@ import soundfile as sf
 import soxr
 import vbmini
 
-from bsmamba.data import TestSet, TrainSet, release, resolve, voicebank
+from bsmamba.data import TEST_DIRS, TrainSet, release, resolve, voicebank
 from bsmamba.data.voicebank import prepare
+from bsmamba.scoring import wav_files
 
 TEST_SNR = vbmini.snrs("testset")
 TRAIN_SNR = vbmini.snrs("trainset_28spk")
@@ -391,6 +392,6 @@ def test_datasets_on_prepared_folder(prepared):
     assert len(train) == len(valid) == 6
     noisy, clean = train[0]
     assert noisy.shape == clean.shape == (32000,)  # 1.2 s utterance tiled to a 2 s crop
-    assert [n for n, _, _ in TestSet(root)] == sorted(TEST_SNR)
+    assert [list(wav_files(root / d)) for d in TEST_DIRS] == [sorted(TEST_SNR)] * 2
     with pytest.raises(ValueError, match="valid: train, valid"):
         TrainSet(root, "test")

@@ -10,13 +10,13 @@ scored in 9.01 s windows hopped by 1 s and the window scores are averaged; a fil
 9.01 s is tiled (repeated) to that length first. Audio must be 16 kHz mono in [-1, 1].
 
 The files are those the intrusive metrics would score (every .wav below the folder, as
-:mod:`bsmamba.evaluate` finds them). Each is scored in a worker process; a bad file (unreadable,
-another rate without ``--resample``, samples beyond [-1, 1], digital silence) is reported by
-name and counted, and the run goes on. As ``evaluate``: the output folder is checked before any
-scoring, scores that cannot be written after all go to a temp folder, and the exit status is 0
-when every file scored, 1 when any did not (0 with ``--allow-partial`` if some did), 2 for
-unusable arguments. Outputs in ``--out`` (default ``<enhanced>/evaluation``), beside those of
-the intrusive metrics and not over them:
+:func:`bsmamba.scoring.wav_files` finds them). Each is scored in a worker process; a bad file
+(unreadable, another rate without ``--resample``, samples beyond [-1, 1], digital silence) is
+reported by name and counted, and the run goes on. As ``evaluate``: the output folder is checked
+before any scoring, scores that cannot be written after all go to a temp folder, and the exit
+status is 0 when every file scored, 1 when any did not (0 with ``--allow-partial`` if some did),
+2 for unusable arguments. Outputs in ``--out`` (default ``<enhanced>/evaluation``), beside
+those of the intrusive metrics and not over them:
 
     dnsmos.csv     one row per file: input (enhanced | noisy), status, seconds, sig, bak, ovrl,
                    p808, error
@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ import numpy as np
 
 from bsmamba import files, schema
 from bsmamba.data import audio
+from bsmamba.scoring import NotWritten, rescue, rows_csv, run_pool, wav_files
+from bsmamba.study.stats import summary as stats_of  # mean/std/count/failures, as evaluate
 
 SAMPLE_RATE = 16000
 KEYS = ("sig", "bak", "ovrl", "p808")
@@ -107,24 +107,10 @@ def _score_file(job: dict) -> dict:
 
 def _wavs(folder: Path, out_dir: Path | None) -> dict[str, Path]:
     """Relative path -> file of every .wav below ``folder``, found as ``evaluate`` finds them."""
-    from bsmamba.evaluate import wav_files as wavs
-
-    found = wavs(folder, out_dir)
+    found = wav_files(folder, out_dir)
     if not found:
         raise FileNotFoundError(f"{folder}: no .wav files to score")
     return found
-
-
-def _stats(values: list[float]) -> dict[str, Any]:
-    """mean, std (across files, ddof=1), count of finite values, failures."""
-    arr = np.asarray(values, dtype=np.float64)
-    ok = arr[np.isfinite(arr)]
-    return {
-        "mean": float(ok.mean()) if ok.size else None,
-        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
-        "count": int(ok.size),
-        "failures": int(arr.size - ok.size),
-    }
 
 
 def score_dirs(
@@ -141,7 +127,7 @@ def score_dirs(
     ``workers`` spawned processes with ``threads`` onnxruntime threads each (0: in this
     process). Writes ``dnsmos.csv`` and ``dnsmos.json`` into ``out_dir`` when given. Raises
     only for unusable folders or a missing extra, before any scoring, and
-    :class:`bsmamba.evaluate.NotWritten` (holding the scores) if they cannot be written.
+    :class:`bsmamba.scoring.NotWritten` (holding the scores) if they cannot be written.
     """
     _modules()
     folders = {"enhanced": Path(enhanced_dir)}
@@ -157,12 +143,12 @@ def score_dirs(
         for name, p in wavs.items()
     ]
     t0 = time.perf_counter()
-    rows = _run(jobs, workers, progress, threads)
+    rows = run_pool(_score_file, jobs, workers, threads, "DNSMOS", progress)
     elapsed = time.perf_counter() - t0
     stats = {}
     for kind in folders:
         mine = [r for r in rows if r["input"] == kind and r["status"] == "ok"]
-        stats[kind] = {k: _stats([r[k] for r in mine]) for k in KEYS}
+        stats[kind] = {k: stats_of([r[k] for r in mine]) for k in KEYS}
     summary = schema.document(
         "dnsmos",
         enhanced_dir=str(folders["enhanced"]),
@@ -188,9 +174,7 @@ def score_dirs(
 
 
 def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
-    """dnsmos.csv and dnsmos.json into ``out_dir``; ``evaluate.NotWritten`` if that fails."""
-    from bsmamba.evaluate import NotWritten
-
+    """dnsmos.csv and dnsmos.json into ``out_dir``; :class:`NotWritten` if that fails."""
     try:
         files.write_text(Path(out_dir) / "dnsmos.csv", _csv(rows))
         files.write_json(Path(out_dir) / "dnsmos.json", summary)
@@ -198,46 +182,7 @@ def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
         raise NotWritten(e, summary, rows) from None
 
 
-def _run(jobs: list[dict], workers: int, progress: bool, threads: int) -> list[dict]:
-    """Score ``jobs`` in ``workers`` spawned processes (0: in this one), with a progress bar."""
-    import multiprocessing
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(),
-                   MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress,
-                   transient=True)  # fmt: skip
-    rows = []
-    with bar:
-        task = bar.add_task("DNSMOS", total=len(jobs))
-        if workers <= 0:
-            for job in jobs:
-                rows.append(_score_file(job))
-                bar.advance(task)
-            return rows
-        # librosa's and numpy's BLAS read these at import: one thread each, so that the workers
-        # are the parallelism (spawned, not forked, so that they see the variables)
-        blas = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        saved = {v: os.environ.get(v) for v in blas}
-        os.environ.update(dict.fromkeys(blas, str(max(1, threads))))
-        try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for row in pool.map(_score_file, jobs):
-                    rows.append(row)
-                    bar.advance(task)
-        finally:
-            for v, value in saved.items():
-                if value is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = value
-    return rows
-
-
 def _csv(rows: list[dict]) -> str:
-    from bsmamba.evaluate import rows_csv
-
     return rows_csv(rows, ["file", "input", "status", "seconds", *KEYS, "error"])
 
 
@@ -275,8 +220,6 @@ def main(args: argparse.Namespace) -> int:
     """``bsmamba evaluate`` without ``--clean`` (its arguments; --convention unused)."""
     if args.sample_rate != SAMPLE_RATE:
         raise ValueError(f"DNSMOS scores 16 kHz audio; drop --sample-rate {args.sample_rate}")
-    from bsmamba.evaluate import NotWritten
-
     out = Path(args.out) if args.out else Path(args.enhanced) / "evaluation"
     lost = None
     try:
@@ -293,16 +236,7 @@ def main(args: argparse.Namespace) -> int:
         summary, lost = e.summary, e
     print(json.dumps(summary, indent=2) if args.json else table(summary))
     if lost is not None:
-        import tempfile
-
-        try:
-            rescue = Path(tempfile.mkdtemp(prefix="bsmamba-dnsmos-"))
-            write_outputs(rescue, lost.rows, summary)
-            where = f"the scores are in {rescue} instead"
-        except OSError:
-            where = "nor anywhere else: the table above is all that is left"
-        print(f"bsmamba evaluate: error: could not write {files.error_line(lost)}; {where}",
-              file=sys.stderr)  # fmt: skip
+        print(rescue(lost, write_outputs, "bsmamba-dnsmos-"), file=sys.stderr)
         return 2
     if not args.json:
         print(f"wrote {out / 'dnsmos.csv'} and {out / 'dnsmos.json'} "

@@ -21,14 +21,11 @@ baseline every enhancement number should be read against).
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import math
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ import numpy as np
 from bsmamba import files, metrics, schema, units
 from bsmamba.data import audio, manifest_snrs
 from bsmamba.schema import METRIC_KEYS
+from bsmamba.scoring import NotWritten, rescue, rows_csv, run_pool, wav_files
 from bsmamba.study.stats import summary  # mean/std/count/failures, as the study reads them
 
 
@@ -92,31 +90,6 @@ def _loud(path: str, wav: np.ndarray) -> str:
     """A note for float samples beyond +-1 (scored as they are; a 16-bit file cannot hold them)."""
     peak = float(np.max(np.abs(wav)))
     return f"{path}: samples beyond ±1 (peak {peak:.3g}), scored as they are" if peak > 1 else ""
-
-
-def wav_files(folder: Path | None, leave_out: Path | None = None) -> dict[str, Path]:
-    """Relative posix path -> file of every .wav below ``folder``.
-
-    Left out: ``leave_out`` (the output folder) and subfolders ``enhance`` wrote into.
-    """
-    if folder is None:
-        return {}
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    skip = leave_out.resolve() if leave_out is not None else None
-    out = {}
-    for root, subdirs, names in os.walk(folder):
-        subdirs[:] = sorted(
-            d
-            for d in subdirs
-            if (Path(root) / d).resolve() != skip
-            and not (Path(root) / d / files.ENHANCED_MARKER).is_file()
-        )
-        for n in names:
-            if n.lower().endswith(".wav") and not n.startswith("."):
-                p = Path(root) / n
-                out[p.relative_to(folder).as_posix()] = p
-    return dict(sorted(out.items()))
 
 
 def _snrs(*folders: Path | None) -> dict[str, float]:
@@ -179,7 +152,7 @@ def evaluate_dirs(
         for n in names
     ]
     t0 = time.perf_counter()
-    rows = _run(jobs, workers, progress, threads)
+    rows = run_pool(_score_pair, jobs, workers, threads, "scoring", progress)
     elapsed = time.perf_counter() - t0
     snr = _snrs(noisy_dir, clean_dir)
     for r in rows:
@@ -222,14 +195,6 @@ def evaluate_dirs(
     return summary
 
 
-class NotWritten(OSError):
-    """The scores were computed but could not be written; ``summary`` and ``rows`` hold them."""
-
-    def __init__(self, e: OSError, summary: dict, rows: list[dict]):
-        super().__init__(e.errno, e.strerror, e.filename)
-        self.summary, self.rows = summary, rows
-
-
 def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
     """per_utterance.csv and summary.json into ``out_dir``; :class:`NotWritten` if that fails."""
     out_dir = Path(out_dir)
@@ -242,74 +207,10 @@ def write_outputs(out_dir: str | Path, rows: list[dict], summary: dict) -> None:
         raise NotWritten(e, summary, rows) from None
 
 
-_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _run(jobs: list[dict], workers: int, progress: bool, threads: int = 1) -> list[dict]:
-    """Score ``jobs`` in ``workers`` fresh (spawned) processes; ``workers=0``: in this one."""
-    import multiprocessing
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    )
-    rows = []
-    with bar:
-        task = bar.add_task("scoring", total=len(jobs))
-        if workers <= 0:
-            for job in jobs:
-                rows.append(_score_pair(job))
-                bar.advance(task)
-            return rows
-        # Workers are the parallelism: each must use one BLAS thread, or PESQ/STOI's small
-        # matrix products spin-wait against each other (2.5-3x slower on 2 cores: docs/metrics.md).
-        # BLAS reads these variables at import, so the workers are spawned (not forked) while
-        # they are set.
-        saved = {v: os.environ.get(v) for v in _BLAS_VARS}
-        os.environ.update(dict.fromkeys(_BLAS_VARS, str(max(1, threads))))
-        try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                chunk = max(1, min(16, len(jobs) // (4 * workers)))
-                for row in pool.map(_score_pair, jobs, chunksize=chunk):
-                    rows.append(row)
-                    bar.advance(task)
-        finally:
-            for v, value in saved.items():
-                if value is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = value
-    return rows
-
-
 def _csv(rows: list[dict], with_noisy: bool) -> str:
     cols = ["file", "status", "snr_db", *METRIC_KEYS]
     cols += [f"noisy_{k}" for k in METRIC_KEYS] if with_noisy else []
     return rows_csv(rows, cols + ["error", "note"])
-
-
-def rows_csv(rows: list[dict], cols: list[str]) -> str:
-    """Per-file rows as CSV text with columns ``cols``: floats in 6 significant digits, a
-    non-finite or missing value as an empty cell (as evaluate and DNSMOS write them)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: _fmt(r.get(c)) for c in cols})
-    return buf.getvalue()
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if not math.isfinite(v) else f"{v:.6g}"
-    return "" if v is None else v
 
 
 def table(summary: dict) -> str:
@@ -401,16 +302,7 @@ def main(args: argparse.Namespace) -> int:
         summary, lost = e.summary, e
     print(json.dumps(summary, indent=2) if args.json else table(summary))
     if lost is not None:
-        import tempfile
-
-        try:
-            rescue = Path(tempfile.mkdtemp(prefix="bsmamba-evaluate-"))
-            write_outputs(rescue, lost.rows, summary)
-            where = f"the scores are in {rescue} instead"
-        except OSError:
-            where = "nor anywhere else: the table above is all that is left"
-        print(f"bsmamba evaluate: error: could not write {files.error_line(lost)}; {where}",
-              file=sys.stderr)  # fmt: skip
+        print(rescue(lost, write_outputs, "bsmamba-evaluate-"), file=sys.stderr)
         return 2
     if not args.json:
         print(f"wrote {out / 'per_utterance.csv'} and {out / 'summary.json'} "

@@ -44,7 +44,8 @@ import numpy as np
 import soundfile as sf
 
 from bsmamba import files, schema
-from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio
+from bsmamba.data import audio
+from bsmamba.data.layout import TEST_DIRS, TRAIN_DIRS
 
 VERSION = "demo-v3"
 SEED = 20240601

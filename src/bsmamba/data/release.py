@@ -21,7 +21,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio
+from bsmamba.data import audio
+from bsmamba.data.layout import TEST_DIRS, TRAIN_DIRS
 
 RATE = 48000  # every file of the release
 SETS = TRAIN_DIRS + TEST_DIRS  # the four sets bsmamba reads; the output layout has the same names

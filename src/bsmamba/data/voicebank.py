@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bsmamba import files, schema
-from bsmamba.data import TEST_DIRS, TRAIN_DIRS, audio, manifest_snrs, segments
+from bsmamba.data import audio, segments
+from bsmamba.data.layout import TEST_DIRS, TRAIN_DIRS, manifest_snrs
 
 if TYPE_CHECKING:
     import torch
@@ -177,26 +178,6 @@ class TrainSet:
             start = int(np.random.default_rng((self.seed, i)).integers(n))
         noisy, clean = segments.crop_pair(noisy, clean, self.length, start)
         return torch.from_numpy(noisy.copy()), torch.from_numpy(clean.copy())
-
-
-class TestSet:
-    """The test pairs, full length: items ``(name, noisy (S,), clean (S,))`` float32 tensors."""
-
-    __test__ = False  # not a pytest class
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.pairs = _pairs(self.root, TEST_DIRS)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-        import torch
-
-        name, noisy_path, clean_path = self.pairs[i]
-        noisy, clean = audio.read(noisy_path), audio.read(clean_path)
-        return name, torch.from_numpy(noisy), torch.from_numpy(clean)
 
 
 # ---------------------------------------------------------------- bsmamba prepare-voicebank
