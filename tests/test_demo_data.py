@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bsmamba.data import TEST_DIRS, TrainSet, audio, demo, resolve, voicebank
+from bsmamba.data import DIRS, TEST_DIRS, TrainSet, audio, demo, resolve, voicebank
 from bsmamba.scoring import wav_files
 
 
@@ -22,7 +22,7 @@ def root(tmp_path_factory):
 
 def test_layout_and_manifest(root):
     assert root.name == demo.VERSION == "demo-v3" and root.parent.name.startswith("cache")
-    for d in voicebank.LAYOUT:
+    for d in DIRS:
         assert (root / d).is_dir()
     m = json.loads((root / "manifest.json").read_text())
     assert m["kind"] == "manifest" and m["dataset"] == "demo"
@@ -64,7 +64,7 @@ def test_layout_and_manifest(root):
 def test_test_clips_never_train_and_both_sexes(root):
     index = json.loads((demo._bundle() / "index.json").read_text())
     m = json.loads((root / "manifest.json").read_text())
-    source = {d: {e["source"] for e in m["files"] if e["dir"] == d} for d in voicebank.LAYOUT}
+    source = {d: {e["source"] for e in m["files"] if e["dir"] == d} for d in DIRS}
     assert not source["clean_testset_wav"] & source["clean_trainset_28spk_wav"]
     test_spk = {voicebank.speaker(p.name) for p in (root / "clean_testset_wav").glob("*")}
     train_spk = {voicebank.speaker(p.name) for p in (root / "clean_trainset_28spk_wav").glob("*")}

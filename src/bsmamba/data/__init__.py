@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bsmamba.data.layout import TEST_DIRS, TRAIN_DIRS, manifest_snrs
+from bsmamba.data.layout import DIRS, TEST_DIRS, TRAIN_DIRS, manifest_snrs
 
-__all__ = ["resolve", "TrainSet", "TEST_DIRS", "TRAIN_DIRS", "manifest_snrs"]
+__all__ = ["resolve", "TrainSet", "DIRS", "TEST_DIRS", "TRAIN_DIRS", "manifest_snrs"]
 
 
 def resolve(spec: str | Path) -> Path:

@@ -25,21 +25,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bsmamba import files, schema
-from bsmamba.data import audio, segments
-from bsmamba.data.layout import TEST_DIRS, TRAIN_DIRS, manifest_snrs
+from bsmamba.data import audio, release, release_audio, segments
+from bsmamba.data.layout import DIRS, TEST_DIRS, TRAIN_DIRS, manifest_snrs, speaker
+from bsmamba.data.release import VALID_SPEAKERS
 
 if TYPE_CHECKING:
     import torch
 
 FS = 16000
-LAYOUT = TRAIN_DIRS + TEST_DIRS
-VALID_SPEAKERS = ("p226", "p287")
 SPLITS = ("train", "valid")
-
-
-def speaker(name: str) -> str:
-    """Speaker id of a file name: the prefix before the first ``_`` (``p226_001.wav`` -> p226)."""
-    return Path(name).name.split("_", 1)[0]
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -61,7 +55,7 @@ def check_root(root: str | Path) -> Path:
             f"{root}: no such folder; pass --data demo or the output folder of "
             "`bsmamba prepare-voicebank SRC DST`"
         )
-    missing = [d for d in LAYOUT if not (root / d).is_dir()]
+    missing = [d for d in DIRS if not (root / d).is_dir()]
     if missing:
         raise FileNotFoundError(
             f"{root}: not a prepared VoiceBank+DEMAND folder (missing {', '.join(missing)}); "
@@ -186,7 +180,7 @@ SOURCE = "source.json"  # written before any audio: which release a (half-)prepa
 
 
 def _prepared_wavs(dst: Path) -> dict[str, list[str]]:
-    return {d: sorted(p.name for p in (dst / d).glob("*.wav")) for d in LAYOUT}
+    return {d: sorted(p.name for p in (dst / d).glob("*.wav")) for d in DIRS}
 
 
 def _check_dst(rel, dst: Path, replace: bool) -> bool:
@@ -226,7 +220,7 @@ def _check_dst(rel, dst: Path, replace: bool) -> bool:
             f"--replace to redo it from {src} (its {n_have} prepared files are deleted), "
             "or choose another folder"
         )
-    extra = [f"{d}/{n}" for d in LAYOUT for n in have[d] if n not in rel.sets[d].members]
+    extra = [f"{d}/{n}" for d in DIRS for n in have[d] if n not in rel.sets[d].members]
     if extra and not replace:
         raise ValueError(
             f"{dst}: {len(extra)} .wav file(s) not in {src} ({', '.join(extra[:3])}): training "
@@ -236,23 +230,21 @@ def _check_dst(rel, dst: Path, replace: bool) -> bool:
 
 
 def _convert_all(rel, todo: list[tuple[str, str]], dst: Path, workers: int) -> None:
-    from bsmamba.data import release
-
     args = [(str(rel.sets[d].path), rel.sets[d].members[n][0], str(dst / d / n)) for d, n in todo]
     if workers <= 1 or len(todo) < 2:
         try:
             for a in args:
-                release.convert(*a)
+                release_audio.convert(*a)
         finally:
-            release.close_zips()
+            release_audio.close_zips()
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn: the workers import only bsmamba.data.release and audio, not torch
+    # spawn: the workers import only bsmamba.data.release_audio and its imports, not torch
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        for _ in pool.map(release.convert, *zip(*args, strict=True), chunksize=16):
+        for _ in pool.map(release_audio.convert, *zip(*args, strict=True), chunksize=16):
             pass
     except BaseException:
         # Files being written finish (or fail and remove their temp file); the rest never start.
@@ -292,19 +284,18 @@ def prepare(
 
     import soxr
 
-    from bsmamba import __version__, schema
-    from bsmamba.data import release
+    from bsmamba import __version__
 
     dst = Path(dst).expanduser().resolve()
     rel = release.survey(src)
     clear = _check_dst(rel, dst, replace)
-    release.check_audio(rel)
+    release_audio.check_audio(rel)
     say = echo or (lambda line: None)
     for line in rel.lines():
         say(line)
     for w in rel.warnings:
         say(f"warning: {w}")
-    names = {d: sorted(rel.sets[d].members) for d in LAYOUT}
+    names = {d: sorted(rel.sets[d].members) for d in DIRS}
     total = sum(map(len, names.values()))
     try:
         if clear:  # the manifest first: a half-cleared folder must not look prepared
@@ -319,11 +310,11 @@ def prepare(
         )  # fmt: skip
         for stale in dst.glob("*/.*.tmp"):  # temp files of a killed run (writes are atomic)
             stale.unlink()
-        todo = [(d, n) for d in LAYOUT for n in names[d] if not (dst / d / n).is_file()]
+        todo = [(d, n) for d in DIRS for n in names[d] if not (dst / d / n).is_file()]
         say(f"resampling {len(todo)} files to {FS} Hz ({total - len(todo)} already done)")
         _convert_all(rel, todo, dst, workers)
         entries = []
-        for d in LAYOUT:
+        for d in DIRS:
             for n in names[d]:
                 path = dst / d / n
                 info = audio.sf.info(str(path))
@@ -346,7 +337,7 @@ def prepare(
                 dataset="voicebank",
                 source=str(rel.src),
                 source_fingerprint=summary.pop("fingerprint"),
-                source_sample_rate=release.RATE,
+                source_sample_rate=release_audio.RATE,
                 sample_rate=FS,
                 resampler=audio.RESAMPLER,
                 resampler_version=f"soxr {soxr.__version__}",
