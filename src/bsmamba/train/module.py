@@ -2,8 +2,9 @@
 
 One training step, as published (REFERENCE, "Recipe"): the generator's loss (spectral terms,
 plus the adversarial term from ``metricgan_adv_epoch`` = half of training) and its step; then
-the discriminator's step on its three real-PESQ targets, at every step from the start. The 2B
-PESQ scores run in a process pool while the generator's backward and step run.
+the discriminator's step on its three real-PESQ targets, at every step from the start
+(``train/metricgan.py``: the 2B PESQ scores run in a process pool while the generator's
+backward and step run).
 
 Manual optimisation, because three things need a say between backward and the optimizer step:
 a non-finite loss or gradient norm skips the step on every rank at once (and is counted), the
@@ -19,12 +20,10 @@ resumed run sees the remaining batches of the interrupted epoch in the same orde
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from bsmamba import checkpoint as ckpt_io
 from bsmamba import losses
 from bsmamba.memory import ladder
+from bsmamba.train import metricgan
 from bsmamba.train.samplers import EpochSampler, SeededItems
 
 SCHEDULERS = ("none", "step", "cosine")
@@ -148,28 +148,14 @@ class EnhancementModule(L.LightningModule):
         opts = self.optimizers()
         return list(opts) if isinstance(opts, (list, tuple)) else [opts]
 
-    def adv_from_epoch(self) -> float:
-        """First epoch with the generator's adversarial term: epoch >= epochs / 2 by default."""
-        t = self.cfg.train
-        return t.metricgan_adv_epoch if t.metricgan_adv_epoch >= 0 else t.epochs / 2
-
     def _adv_on(self) -> bool:
-        return self.discriminator is not None and self.current_epoch >= self.adv_from_epoch()
-
-    def pesq_workers(self) -> int:
-        """``train.pesq_workers``; auto (-1): in-process on CPU (the cores train the model),
-        else one process per PESQ pair of the batch, at most the cores of this rank."""
-        n = int(self.cfg.train.pesq_workers)
-        if n >= 0:
-            return n
-        if self.device.type == "cpu":
-            return 0
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        return max(1, min(2 * int(self.cfg.train.batch_size), (os.cpu_count() or 1) // local))
+        t = self.cfg.train
+        return self.discriminator is not None and self.current_epoch >= metricgan.adv_from_epoch(t)
 
     def on_fit_start(self) -> None:
         if self.discriminator is not None and self._scorer is None:
-            self._scorer = losses.PesqScorer(self.pesq_workers(), self.model.sample_rate)
+            workers = metricgan.pesq_workers(self.cfg.train, self.device)
+            self._scorer = losses.PesqScorer(workers, self.model.sample_rate)
             self._scorer.start()
 
     def on_fit_end(self) -> None:
@@ -184,7 +170,8 @@ class EnhancementModule(L.LightningModule):
             self._scorer.close()
             self._scorer = None
 
-    def _all_ranks_finite(self, *values: torch.Tensor) -> bool:
+    def all_ranks_finite(self, *values: torch.Tensor) -> bool:
+        """Whether every value is finite on every rank (a skip must happen on all or none)."""
         bad = torch.tensor(float(not all(bool(torch.isfinite(v).all()) for v in values)))
         if self.trainer.world_size > 1:  # every rank must skip together or DDP deadlocks
             bad = self.trainer.strategy.reduce(bad.to(self.device), reduce_op="sum")
@@ -212,34 +199,23 @@ class EnhancementModule(L.LightningModule):
         loss = out.total
         disc = self.discriminator
         if disc is not None:
-            # D's targets are the PESQ of this step's estimate (before the generator's update):
-            # submitted now, they are scored in the pool while the generator steps.
-            est_wav = self.model.frontend.istft(out.est_spec.detach(), clean.shape[-1])
-            wavs = [w.detach().float().cpu().numpy() for w in (clean, est_wav, noisy)]
-            pending = self._scorer.submit(
-                np.concatenate([wavs[0], wavs[1]]), np.concatenate([wavs[1], wavs[2]])
-            )
-            with torch.no_grad():
-                noisy_spec = self.model.frontend.stft(noisy)
-            clean_mag, est_mag, noisy_mag = (
-                losses.power_mag(s, t.compress).unsqueeze(1)  # (B, 1, F, T)
-                for s in (out.ref_spec, out.est_spec, noisy_spec)
-            )
+            # D's targets: submitted now, scored in the pool while the generator steps
+            targets = metricgan.submit(self._scorer, self.model, out, noisy, clean, t.compress)
             if self._adv_on():
-                adv = losses.generator_adv_loss(disc, clean_mag, est_mag)
+                adv = losses.generator_adv_loss(disc, targets.clean_mag, targets.est_mag)
                 loss = loss + t.metricgan_weight * adv
                 out.parts["loss_adv"] = adv.detach()
 
         accumulate = max(1, int(t.grad_accumulate))
         step_now = (batch_idx + 1) % accumulate == 0
-        if not self._all_ranks_finite(loss.detach()):
+        if not self.all_ranks_finite(loss.detach()):
             opts[0].zero_grad(set_to_none=True)
             self._skip("loss")
             return None
         self.manual_backward(loss / accumulate)
         if step_now:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            if not self._all_ranks_finite(norm):
+            if not self.all_ranks_finite(norm):
                 opts[0].zero_grad(set_to_none=True)
                 self._skip("gradient norm")
                 return None
@@ -248,10 +224,10 @@ class EnhancementModule(L.LightningModule):
             self.log("grad_norm", norm, on_step=True)
 
         if disc is not None:
-            d_loss = self._discriminator_step(
-                opts[1], pending, clean_mag.detach(), est_mag.detach(), noisy_mag
-            )
-            if d_loss is not None:
+            d_loss = metricgan.discriminator_step(self, opts[1], self._scorer, targets)
+            if d_loss is None:
+                self.disc_skipped_steps += 1
+            else:
                 self.log("loss_disc", d_loss, on_step=True)
             self.log("disc_skipped_steps", float(self.disc_skipped_steps), on_step=True)
 
@@ -263,40 +239,6 @@ class EnhancementModule(L.LightningModule):
             self.step_count += 1
         self._warm = True
         return None
-
-    def _discriminator_step(
-        self, opt, pending, clean_mag, est_mag, noisy_mag
-    ) -> torch.Tensor | None:
-        """One discriminator update on its three targets; None when skipped.
-
-        pending: the scorer's handle of the 2B pairs (clean, est) then (est, noisy);
-        magnitudes (B, 1, F, T), detached. As published, a batch in which PESQ refuses any
-        pair (e.g. a silent estimate) skips the step; every DDP rank skips together.
-        """
-        t = self.cfg.train
-        scores = torch.as_tensor(self._scorer.scores(pending), dtype=torch.float32)
-        if not self._all_ranks_finite(scores):
-            self.disc_skipped_steps += 1
-            return None
-        b = clean_mag.shape[0]
-        # The estimates' PESQ is a training curve of its own (raw PESQ-WB, before the step).
-        self.log("train_pesq", float(scores[:b].mean()), on_step=True)
-        self.log("train_pesq_est_noisy", float(scores[b:].mean()), on_step=True)
-        target = losses.pesq_normalised(scores).to(self.device)
-        d_loss = losses.discriminator_loss(
-            self.discriminator, clean_mag, est_mag, noisy_mag, target[:b], target[b:]
-        )
-        opt.zero_grad(set_to_none=True)  # also drops what the generator's backward left in D
-        self.manual_backward(d_loss)
-        norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), t.disc_grad_clip)
-        stepped = self._all_ranks_finite(d_loss.detach(), norm)
-        if stepped:
-            # The raw optimizer: stepping the Lightning wrapper would advance global_step.
-            opt.optimizer.step()
-        else:
-            self.disc_skipped_steps += 1
-        opt.zero_grad(set_to_none=True)
-        return d_loss.detach() if stepped else None
 
     def on_train_epoch_start(self) -> None:
         r = self._resume
