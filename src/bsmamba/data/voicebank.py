@@ -26,7 +26,7 @@ import numpy as np
 
 from bsmamba import files, schema
 from bsmamba.data import audio, release, release_audio, segments
-from bsmamba.data.layout import DIRS, TEST_DIRS, TRAIN_DIRS, manifest_snrs, speaker
+from bsmamba.data.layout import DIRS, TEST_DIRS, TRAIN_DIRS, speaker
 from bsmamba.data.release import VALID_SPEAKERS
 
 if TYPE_CHECKING:
@@ -40,11 +40,6 @@ def read_manifest(root: str | Path) -> dict:
     """The ``manifest.json`` of a prepared folder ({} if it has none)."""
     path = Path(root) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def snr_by_name(root: str | Path, subset: str = "test") -> dict[str, float]:
-    """File name -> mixture SNR (dB) in ``subset`` ("train"/"test"), where the manifest has it."""
-    return manifest_snrs(Path(root) / (TEST_DIRS if subset == "test" else TRAIN_DIRS)[1])
 
 
 def check_root(root: str | Path) -> Path:
