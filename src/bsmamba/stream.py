@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from bsmamba.decoders import TAPS
@@ -131,9 +130,10 @@ class _BandGroups(nn.Module):
                 self.register_buffer(f"g{g}_{name}", t, persistent=False)
         self.eps = (encoder.norms[0].eps, decoder.mlps[0][0].eps)
 
-    def encode(self, X: torch.Tensor) -> torch.Tensor:
-        B, _, k = X.shape
-        v = torch.view_as_real(X).permute(0, 2, 1, 3).reshape(B * k, -1)  # (R, F*2), R = B*k
+    def encode(self, spec: torch.Tensor) -> torch.Tensor:
+        """spec (B, k, F, 2) real (real, imaginary) -> features (B, K, k, N)."""
+        B, k = spec.shape[:2]
+        v = spec.reshape(B * k, -1)  # (R, F*2), R = B*k
         out, t = [], self._buffers  # a dict lookup: Module.__getattr__ costs more, 30 times a step
         for g, ((w, _), _) in enumerate(self.groups):
             x = v[:, t[f"g{g}_idx"]].transpose(0, 1)  # (G, R, 2w)
@@ -144,6 +144,7 @@ class _BandGroups(nn.Module):
         return x.view(x.shape[0], B, k, -1).transpose(0, 1)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """features (B, K, k, N) -> mask (B, k, F, 3, 2) real: the taps on frames t-1, t, t+1."""
         B, K, k, N = x.shape
         x = x.transpose(0, 1).reshape(K, B * k, N)
         out, t = [], self._buffers
@@ -155,8 +156,7 @@ class _BandGroups(nn.Module):
             h = nn.functional.glu(torch.baddbmm(t[f"g{g}_dec_b2"], h, t[f"g{g}_dec_w2"]))
             out.append(h.transpose(0, 1).reshape(B * k, len(bands) * w, TAPS, 2))
         m = torch.cat(out, dim=1)[:, self.bin_order]  # (R, F, 3, 2) in frequency order
-        m = m.view(B, k, -1, TAPS, 2).transpose(1, 2)
-        return torch.view_as_complex(m.contiguous())
+        return m.view(B, k, -1, TAPS, 2)
 
 
 class StreamCore(nn.Module):
@@ -196,40 +196,43 @@ class StreamCore(nn.Module):
         return state
 
     def forward(self, frames: torch.Tensor, *state: torch.Tensor):
-        B, k, _ = frames.shape
-        X = torch.fft.rfft(frames.transpose(1, 2) * self.window[:, None], dim=1)  # (B, F, k)
-        x = self.band_groups.encode(X)  # (B, K, k, N): per frame, as model.encoder
-        new, rest, counts = [], list(state[3:]), iter(self._counts)
+        k = frames.shape[1]
+        X = torch.fft.rfft(frames * self.window, dim=-1)  # (B, k, F)
+        x = self.band_groups.encode(torch.view_as_real(X))  # (B, K, k, N): as model.encoder
+        x, new = self.mix(x, state[3:])
+        M = torch.view_as_complex(self.band_groups.decode(x))  # (B, k, F, 3): t-1, t, t+1
+        x_prev, partial, tap = (torch.view_as_complex(s) for s in state[:3])  # (B, F)
+        Xp = torch.cat([x_prev[:, None], X], dim=1)  # (B, k + 1, F): frames t0-1 ... t0+k-1
+        P = M[..., 0] * Xp[:, :k] + M[..., 1] * X  # (B, k, F): all but the t+1 tap
+        # frames t0-1 ... t0+k-2 are finished by the frame after them (same sum order as offline)
+        done = torch.cat([partial[:, None], P[:, :-1]], 1)
+        done = done + torch.cat([tap[:, None], M[:, :-1, :, 2]], 1) * X
+        spec_state = [torch.view_as_real(s).clone() for s in (X[:, -1], P[:, -1], M[:, -1, :, 2])]
+        return (self._frames(done), *spec_state, *new)
+
+    def mix(self, x: torch.Tensor, state) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The mixer passes on features (B, K, k, N) with the time passes' carried states (in
+        ``init_state``'s order) -> (features, the new states)."""
+        B, K, k, N = x.shape
+        new, rest, counts = [], list(state), iter(self._counts)
         for p in self.passes:
             if p.axis == "band":  # within each frame: as offline
                 x = p(x)
                 continue
-            y = rearrange(p.norm(x), "b k t n -> (b k) t n")
             n = next(counts)
-            y, *s = p.mixer.step(y, *rest[:n])
+            y, *s = p.mixer.step(p.norm(x).reshape(B * K, k, N), *rest[:n])
             rest = rest[n:]
             new += s
-            x = x + rearrange(y, "(b k) t n -> b k t n", b=B)
-        M = self.band_groups.decode(x)  # (B, F, k, 3) complex: taps on frames t-1, t, t+1
-        x_prev, partial, tap = (torch.view_as_complex(s.contiguous()) for s in state[:3])
-        Xp = torch.cat([x_prev[..., None], X], dim=-1)  # (B, F, k + 1): frames t0-1 ... t0+k-1
-        P = M[..., 0] * Xp[..., :k] + M[..., 1] * Xp[..., 1:]  # (B, F, k): all but the t+1 tap
-        # frames t0-1 ... t0+k-2 are finished by the frame after them (same sum order as offline)
-        done = torch.cat([partial[..., None], P[..., :-1]], -1)
-        done = done + torch.cat([tap[..., None], M[..., :-1, 2]], -1) * X
-        out = self._frames(done)
-        spec_state = [
-            torch.view_as_real(s).clone() for s in (X[..., -1], P[..., -1], M[..., -1, 2])
-        ]
-        return (out, *spec_state, *new)
+            x = x + y.view(B, K, k, N)
+        return x, new
 
     def finish(self, *state: torch.Tensor) -> torch.Tensor:
         """The windowed inverse FFT (B, n_fft) of the last frame: its t+1 tap reads zeros."""
-        return self._frames(torch.view_as_complex(state[1].contiguous())[..., None])[:, 0]
+        return self._frames(torch.view_as_complex(state[1])[:, None])[:, 0]
 
     def _frames(self, spec: torch.Tensor) -> torch.Tensor:
-        """complex (B, F, k) -> windowed frames (B, k, n_fft), ready to overlap-add."""
-        return (torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]).transpose(1, 2)
+        """complex (B, k, F) -> windowed frames (B, k, n_fft), ready to overlap-add."""
+        return torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
 
 
 class Streamer:
