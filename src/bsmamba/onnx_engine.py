@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 FORMAT = "bsmamba-spectral-core"  # the metadata every export carries (written by bsmamba.export)
+STREAM_FORMAT = "bsmamba-stream-step"  # written by `bsmamba export --stream` (stream_export)
 FORMAT_VERSION = 1
 _EXTRA = "pip install 'bsmamba[export]' (onnx, onnxscript, onnxruntime)"
 
@@ -29,6 +30,53 @@ def need(*names: str, what: str) -> list:
     return out
 
 
+def _session(path: Path, threads: int, fmt: str):
+    """An onnxruntime session on ``path`` (CPU) and its metadata, refused with one line when
+    the file is missing, unreadable, no bsmamba export, of a newer format, or of the other
+    kind (offline ``fmt`` = FORMAT vs streaming STREAM_FORMAT)."""
+    (ort,) = need("onnxruntime", what="--engine onnxruntime")
+    if path.is_dir() or path.suffix == ".ckpt":
+        flag = " --stream" if fmt == STREAM_FORMAT else ""
+        raise ValueError(
+            f"{path} is a checkpoint or run directory, not an export: make one with "
+            f"`bsmamba export {path} OUT.onnx{flag}`, or use --engine torch"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    opts = ort.SessionOptions()
+    if threads > 0:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ValueError(
+            f"{path} cannot be read by onnxruntime ({type(e).__name__}: {e})"
+        ) from None
+    meta = session.get_modelmeta().custom_metadata_map
+    got = meta.get("format")
+    if got == STREAM_FORMAT and fmt == FORMAT:
+        raise ValueError(
+            f"{path} is a streaming export (`bsmamba export --stream`): run it with "
+            "`bsmamba enhance --stream --engine onnxruntime`, or export without --stream"
+        )
+    if got == FORMAT and fmt == STREAM_FORMAT:
+        raise ValueError(
+            f"{path} is an offline export and cannot stream: export the causal checkpoint with "
+            "`bsmamba export CKPT OUT.onnx --stream`, or drop --stream"
+        )
+    if got != fmt:
+        raise ValueError(
+            f"{path} is not a bsmamba export (no '{fmt}' metadata); make one with "
+            "`bsmamba export CKPT OUT.onnx" + (" --stream`" if fmt == STREAM_FORMAT else "`")
+        )
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has export format {meta['format_version']}, newer than this bsmamba "
+            f"reads ({FORMAT_VERSION}); upgrade bsmamba"
+        )
+    return session, meta
+
+
 class OnnxModel(nn.Module):
     """An exported file behind the model's interface: ``forward(wav (B, S)) -> (B, S)``.
 
@@ -41,34 +89,8 @@ class OnnxModel(nn.Module):
         super().__init__()
         from bsmamba.frontend import Frontend
 
-        (ort,) = need("onnxruntime", what="--engine onnxruntime")
         path = Path(path)
-        if path.is_dir() or path.suffix == ".ckpt":
-            raise ValueError(
-                f"{path} is a checkpoint or run directory, not an export: make one with "
-                f"`bsmamba export {path} OUT.onnx`, or use --engine torch"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX file {path} does not exist")
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            msg = f"{path} cannot be read by onnxruntime ({type(e).__name__}: {e})"
-            raise ValueError(msg) from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != FORMAT:
-            raise ValueError(
-                f"{path} is not a bsmamba export (no '{FORMAT}' metadata); make one with "
-                "`bsmamba export CKPT OUT.onnx`"
-            )
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has export format {meta['format_version']}, newer than this bsmamba "
-                f"reads ({FORMAT_VERSION}); upgrade bsmamba"
-            )
+        self.session, meta = _session(path, threads, FORMAT)
         self.path = path
         self.config = json.loads(meta["model_config"])
         self.frontend = Frontend(**json.loads(meta["stft"]))
@@ -102,3 +124,114 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int = 0, **kwargs)
     enhancer = Enhancer(model, "cpu", **kwargs)
     enhancer.checkpoint = model.path
     return enhancer
+
+
+class OnnxStreamer:
+    """:class:`bsmamba.stream.Streamer`'s interface on a file from ``bsmamba export --stream``.
+
+    ``process(chunk (n,)) -> (m,)``: the enhanced samples that became final (m may be 0; the
+    same samples at the same time as the torch Streamer); ``flush() -> (r,)``: the rest, after
+    which the outputs add up to as many samples as went in, and the stream is reset. numpy in
+    -> float32 numpy out; a tensor in -> a tensor out. Mono, at the model's rate. One
+    onnxruntime call per complete hop of input; ``threads``: its intra-op threads (0: default).
+    ``latency`` is in samples, ``config`` the model's config.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import numpy as np
+
+        path = Path(path)
+        self.session, meta = _session(path, threads, STREAM_FORMAT)
+        self.path = path
+        self.config = json.loads(meta["model_config"])
+        stream = json.loads(meta["stream"])
+        stft = json.loads(meta["stft"])
+        self.sample_rate, self.n_fft = stft["sample_rate"], stft["n_fft"]
+        self.hop, self.delay = stream["hop"], stream["delay_calls"]
+        self.latency = stream["latency_samples"]
+        self._init = {
+            s["name"]: np.zeros(s["shape"], dtype=np.dtype(s["dtype"])) for s in stream["states"]
+        }
+        self._outputs = ["enhanced", *(f"{name}_next" for name in self._init)]
+        self.reset()
+
+    def reset(self) -> None:
+        import numpy as np
+
+        self._state = dict(self._init)
+        self._pending = np.zeros(0, np.float32)  # input not yet a whole hop
+        self._recent = np.zeros(0, np.float32)  # the last n_fft input samples (for flush)
+        self._received = 0
+        self._returned = 0  # samples output so far
+        self._calls = 0
+        self._tensor_io = False
+
+    def process(self, chunk):
+        """chunk (n,) -> the enhanced samples now final (m,)."""
+        import numpy as np
+
+        x = self._array(chunk)
+        self._received += len(x)
+        self._recent = np.concatenate([self._recent, x])[-self.n_fft :]
+        self._pending = np.concatenate([self._pending, x])
+        out = []
+        while len(self._pending) >= self.hop:
+            out.append(self._call(self._pending[: self.hop]))
+            self._pending = self._pending[self.hop :]
+        y = np.concatenate([np.zeros(0, np.float32), *out])
+        self._returned += len(y)
+        return self._back(y)
+
+    def flush(self):
+        """The remaining output (as many samples as went in, all told); then a new stream."""
+        import numpy as np
+
+        n, hop = self._received, self.hop
+        if n == 0:
+            out = np.zeros(0, np.float32)
+        else:
+            # as torch.stft: a short input extended with zeros, then reflected about its end
+            total = max(n, self.n_fft // 2 + 1)
+            first = n - len(self._recent)  # index of _recent[0]
+            sig = np.concatenate([self._recent, np.zeros(total - n, np.float32)])
+
+            def at(p):  # the padded signal at positions p (at or beyond this call's start)
+                p = np.where(p >= total, 2 * (total - 1) - p, p)
+                return sig[p - first]
+
+            frames = total // hop + 1  # frames 0 .. frames-1, as torch.stft
+            calls = frames + self.delay // 2 - 1  # frame f is computed by call f + delay/2 - 1
+            ys = [self._call(at(np.arange(c * hop, (c + 1) * hop)))
+                  for c in range(self._calls, calls)]  # fmt: skip
+            ys.append(self._call(np.zeros(hop, np.float32), last=True))  # the last frame's tap
+            ola, env = self._state["ola"][0], self._state["ola_env"][0]
+            ys.append(ola / np.maximum(env, 1e-11))  # no frame comes after: all final
+            out = np.concatenate(ys)[: n - self._returned]
+        tensor = self._tensor_io
+        self.reset()
+        self._tensor_io = tensor
+        return self._back(out)
+
+    # ---- internals
+    def _call(self, samples, last: bool = False):
+        """One graph call on one hop; returns its output if it lies after sample 0."""
+        import numpy as np
+
+        feeds = {"samples": samples.astype(np.float32)[None], "last": np.array([last]),
+                 **self._state}  # fmt: skip
+        y, *states = self.session.run(self._outputs, feeds)
+        self._state = dict(zip(self._init, states, strict=True))
+        self._calls += 1
+        return y[0] if self._calls > self.delay else y[0, :0]
+
+    def _array(self, chunk):
+        import numpy as np
+
+        self._tensor_io = isinstance(chunk, torch.Tensor)
+        x = chunk.detach().cpu().numpy() if self._tensor_io else np.asarray(chunk)
+        if x.ndim != 1:
+            raise ValueError(f"expected a mono chunk of samples (n,), got shape {x.shape}")
+        return x.astype(np.float32, copy=False)
+
+    def _back(self, y):
+        return torch.from_numpy(y) if self._tensor_io else y
