@@ -200,7 +200,7 @@ def export_stream(model: nn.Module, opset: int = 18):
     import logging
     import warnings
 
-    from bsmamba.export import MIN_OPSET, _DOMAIN, _lower_recurrences, _register_schema
+    from bsmamba.export import _DOMAIN, MIN_OPSET, _lower_recurrences, _register_schema
     from bsmamba.onnx_engine import need
 
     onnx, onnxscript = need("onnx", "onnxscript", what="ONNX export")
