@@ -141,7 +141,7 @@ def test_unsupported_combinations_fail_clearly(tmp_path, capsys):
                 wav,
                 str(tmp_path),
             ],
-            "--stream runs the torch engine",
+            "not a bsmamba export (no 'bsmamba-stream-step' metadata)",
         ),  # fmt: skip
     ]
     for argv, message in cases:
@@ -162,8 +162,11 @@ def test_importing_bsmamba_needs_no_extra_and_the_missing_one_is_named(tmp_path)
         "    sys.modules[name] = None  # import fails as if not installed\n"
         "import bsmamba, bsmamba.export, bsmamba.dnsmos, bsmamba.enhance, bsmamba.evaluate\n"
         "from bsmamba import cli\n"
-        f"sys.exit(cli.main(['export', {str(ckpt)!r}, {str(tmp_path / 'm.onnx')!r}]))\n"
+        f"argv = ['export', {str(ckpt)!r}, {str(tmp_path / 'm.onnx')!r}, *sys.argv[1:]]\n"
+        "sys.exit(cli.main(argv))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2, out.stderr
-    assert "needs the 'onnx' package" in out.stderr and "bsmamba[export]" in out.stderr
+    for extra in ([], ["--stream"]):  # the streaming export: the same message
+        out = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+        assert out.returncode == 2, out.stderr
+        assert "needs the 'onnx' package" in out.stderr and "bsmamba[export]" in out.stderr

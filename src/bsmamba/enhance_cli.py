@@ -1,5 +1,5 @@
 """`bsmamba enhance`: the command line over :mod:`bsmamba.enhance` (offline), and the engines
-that build on it (:mod:`bsmamba.stream` for --stream, :mod:`bsmamba.export` for onnxruntime).
+that build on it (:mod:`bsmamba.stream` for --stream, :mod:`bsmamba.onnx_engine` for onnxruntime).
 Kept apart from the library so that those modules import ``enhance`` and never the reverse."""
 
 from __future__ import annotations
@@ -52,23 +52,27 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     chunking = dict(chunk_s=args.chunk_s, overlap_s=args.overlap_s)
     if args.engine == "onnxruntime":
-        from bsmamba.onnx_engine import load_onnx
+        from bsmamba import onnx_engine
 
-        if args.stream:
-            raise ValueError("--stream runs the torch engine; drop --engine onnxruntime")
-        enhancer = load_onnx(args.checkpoint, args.device, args.threads, **chunking)
+        if args.stream:  # a file from `export --stream`
+            enhancer = onnx_engine.load_onnx_stream(
+                args.checkpoint, args.device, args.threads, args.stream_chunk
+            )
+        else:
+            enhancer = onnx_engine.load_onnx(args.checkpoint, args.device, args.threads, **chunking)
     elif str(args.checkpoint).endswith(".onnx"):
         raise ValueError(f"{args.checkpoint} is an ONNX export: add --engine onnxruntime")
     else:
         enhancer = load(args.checkpoint, args.device, **chunking)
+        if args.stream:
+            from bsmamba import stream
+
+            enhancer = stream.streaming(enhancer, args.stream_chunk)
     print(f"bsmamba enhance: {enhancer.checkpoint} on {enhancer.device} ({args.engine})")
     if args.stream:
-        from bsmamba import stream
-
-        enhancer = stream.streaming(enhancer, args.stream_chunk)
         print(
             f"  streaming in chunks of {args.stream_chunk} samples, algorithmic latency "
-            f"{stream.latency_samples(enhancer.model.config)} samples"
+            f"{enhancer.latency} samples"
         )
     s = enhance_path(enhancer, args.input, args.output, log=lambda m: print(f"  {m}"))
     rtf = f", RTF {s['rtf']:.3f}" if s["rtf"] is not None else ""

@@ -371,6 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"ONNX opset (default and minimum {MIN_OPSET})")  # fmt: skip
     parser.add_argument("--no-check", action="store_true",
                         help="skip running the file in onnxruntime against torch")  # fmt: skip
+    parser.add_argument("--stream", action="store_true",
+                        help="causal models: one hop in, one hop out, the states as inputs and "
+                        "outputs (for enhance --stream --engine onnxruntime)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -393,17 +396,29 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_check:
         need("onnxruntime", what="checking the export (or pass --no-check)")
     model = load(src).model
-    print(f"bsmamba export: {src} (preset {model.config['preset']}) -> {out}, opset {args.opset}")
-    proto = export_onnx(model, args.opset)
+    kind = "streaming, one hop a call" if args.stream else "offline"
+    if args.stream:
+        from bsmamba import stream_export
+
+        stream_export.check_streamable(model)  # not causal: the reasons, before any work
+    print(f"bsmamba export: {src} (preset {model.config['preset']}) -> {out}, opset {args.opset}"
+          f", {kind}")  # fmt: skip
+    if args.stream:
+        proto = stream_export.export_stream(model, args.opset)
+        check, what = stream_export.check_stream_export, "streamed hop by hop over 1 s of noise"
+    else:
+        proto = export_onnx(model, args.opset)
+        check, what = check_export, "on 2 s of noise"
     if not args.no_check:
-        err = check_export(model, proto)
+        err = check(model, proto)
         verdict = "ok" if err <= TOLERANCE else "FAILED"
-        print(f"  onnxruntime vs torch on 2 s of noise: max |difference| {err:.2e} "
+        print(f"  onnxruntime vs torch {what}: max |difference| {err:.2e} "
               f"(tolerance {TOLERANCE:g}): {verdict}")  # fmt: skip
         if err > TOLERANCE:
             print(f"bsmamba export: {out} not written", file=sys.stderr)
             return 1
     files.atomic_write(out, lambda f: f.write(proto.SerializeToString()))
+    flag = " --stream" if args.stream else ""
     print(f"bsmamba export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB); run it with "
-          f"`bsmamba enhance --engine onnxruntime {out} IN OUT`")  # fmt: skip
+          f"`bsmamba enhance{flag} --engine onnxruntime {out} IN OUT`")  # fmt: skip
     return 0

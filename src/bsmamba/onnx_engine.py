@@ -115,15 +115,32 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int = 0, **kwargs)
     """
     from bsmamba.enhance import Enhancer
 
+    _check_cpu(device)
+    model = OnnxModel(path, threads)
+    enhancer = Enhancer(model, "cpu", **kwargs)
+    enhancer.checkpoint = model.path
+    return enhancer
+
+
+def load_onnx_stream(path: str | Path, device: str = "cpu", threads: int = 0, chunk: int = 128):
+    """A streaming :class:`bsmamba.enhance.Enhancer` on a file from ``bsmamba export --stream``:
+    each recording goes through an :class:`OnnxStreamer` in chunks of ``chunk`` samples, as
+    ``enhance --stream`` does with the torch engine."""
+    from bsmamba.stream import StreamingEnhancer
+
+    _check_cpu(device)
+    if chunk < 1:  # before the file is read
+        raise ValueError(f"stream chunk must be >= 1 sample, got {chunk}")
+    streamer = OnnxStreamer(path, threads)
+    return StreamingEnhancer(streamer, chunk, "cpu", streamer.path)
+
+
+def _check_cpu(device: str) -> None:
     if device != "cpu":
         raise ValueError(
             f"--engine onnxruntime runs on the CPU, not on device {device!r}: use --device cpu "
             "(or --engine torch with the checkpoint for a GPU)"
         )
-    model = OnnxModel(path, threads)
-    enhancer = Enhancer(model, "cpu", **kwargs)
-    enhancer.checkpoint = model.path
-    return enhancer
 
 
 class OnnxStreamer:

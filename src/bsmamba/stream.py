@@ -241,7 +241,8 @@ class Streamer:
     ``process(chunk (n,)) -> (m,)``: the enhanced samples that became final (m may be 0);
     ``flush() -> (r,)``: the rest, after which the outputs add up to exactly as many samples as
     went in. numpy in -> float32 numpy out; a tensor in -> a tensor out. Samples at the model's
-    rate (16 kHz), mono. ``reset()`` starts a new stream. ``latency`` is in samples.
+    rate (``sample_rate``, 16 kHz), mono. ``reset()`` starts a new stream. ``latency`` is in
+    samples.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None):
@@ -250,6 +251,7 @@ class Streamer:
         fe = model.frontend
         self.n_fft, self.hop, self.half = fe.n_fft, fe.hop_length, fe.n_fft // 2
         self.latency = latency_samples(model.config)
+        self.sample_rate = int(model.sample_rate)
         self.dtype = self.core.window.dtype
         self._tensor_io = False  # whether the last chunk was a tensor (then so is the output)
         self.reset()
@@ -354,14 +356,26 @@ class Streamer:
 
 
 class StreamingEnhancer(Enhancer):
-    """An ``enhance.Enhancer`` that runs each recording through a :class:`Streamer` in chunks of
-    ``chunk`` samples instead of offline: the same output within float rounding, as live audio
-    would get it. Build one with :func:`streaming`."""
+    """An ``enhance.Enhancer`` that runs each recording through ``streamer`` (a
+    :class:`Streamer`, or :class:`bsmamba.onnx_engine.OnnxStreamer`) in chunks of ``chunk``
+    samples instead of offline: the same output within float rounding, as live audio would get
+    it. ``latency`` is the streamer's, in samples. Build one on a loaded model with
+    :func:`streaming`."""
 
-    chunk: int = 128
+    def __init__(self, streamer, chunk: int = 128, device="cpu", checkpoint=None):
+        if chunk < 1:
+            raise ValueError(f"stream chunk must be >= 1 sample, got {chunk}")
+        # no Enhancer.__init__: there is no offline model and no chunking to set up
+        self.streamer, self.chunk = streamer, int(chunk)
+        self.device = torch.device(device)
+        self.sample_rate = int(streamer.sample_rate)
+        self.latency = streamer.latency
+        self.notes: list[str] = []
+        self.checkpoint = checkpoint
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
-        streamer, c = Streamer(self.model, self.device), self.chunk
+        streamer, c = self.streamer, self.chunk
+        streamer.reset()
         out = [streamer.process(x[i : i + c]) for i in range(0, x.shape[0], c)]
         return torch.cat([*out, streamer.flush()])
 
@@ -371,7 +385,5 @@ def streaming(enhancer: Enhancer, chunk: int = 128) -> StreamingEnhancer:
     (default one 8 ms hop). Raises ValueError, before any work, if its model is not causal."""
     if chunk < 1:
         raise ValueError(f"stream chunk must be >= 1 sample, got {chunk}")
-    check_causal(enhancer.model.config)
-    new = StreamingEnhancer.__new__(StreamingEnhancer)
-    new.__dict__.update(enhancer.__dict__, chunk=int(chunk))
-    return new
+    streamer = Streamer(enhancer.model, enhancer.device)
+    return StreamingEnhancer(streamer, chunk, enhancer.device, enhancer.checkpoint)

@@ -261,3 +261,28 @@ def export_stream(model: nn.Module, opset: int = 18):
         proto.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(proto)
     return proto
+
+
+def check_stream_export(model: nn.Module, proto, seconds: float = 1.0, seed: int = 0) -> float:
+    """max |onnxruntime - torch| over ``seconds`` of noise at speech level (std 0.1) with an odd
+    length, streamed hop by hop through :class:`bsmamba.onnx_engine.OnnxStreamer` on ``proto``
+    and through :class:`bsmamba.stream.Streamer` (float32 model, eval mode)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from bsmamba.onnx_engine import OnnxStreamer
+    from bsmamba.stream import Streamer
+
+    rng = np.random.default_rng(seed)
+    wav = (0.1 * rng.standard_normal(int(seconds * model.sample_rate) + 77)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "check.onnx"
+        path.write_bytes(proto.SerializeToString())
+        outs = []
+        for streamer in (OnnxStreamer(path, threads=1), Streamer(model)):
+            hop = streamer.hop
+            parts = [streamer.process(wav[i : i + hop]) for i in range(0, len(wav), hop)]
+            outs.append(np.concatenate([*parts, streamer.flush()]))
+    return float(np.abs(outs[0] - outs[1]).max())
