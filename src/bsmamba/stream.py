@@ -36,6 +36,7 @@ from torch import nn
 
 from bsmamba.decoders import TAPS
 from bsmamba.enhance import Enhancer
+from bsmamba.sequence.mamba import Mamba
 
 LOOKAHEAD = TAPS // 2  # frames of look-ahead of the decoder's filter (t-1, t, t+1): 1
 
@@ -112,19 +113,21 @@ class _BandGroups(nn.Module):
             enc = [(encoder.norms[b], encoder.projs[b]) for b in bands]
             dec = [decoder.mlps[b] for b in bands]
             idx = [list(range(2 * starts[b], 2 * starts[b] + 2 * w)) for b in bands]
+            # each norm's affine folded into the product after it: LN(x) * g + b then @ W + c
+            # is LN(x) @ (g W) + (b W + c), one op fewer per group and layer
+            enc_w = stack([p.weight.t() for _, p in enc])  # (G, 2w, N)
+            enc_g, enc_nb = stack([n.weight for n, _ in enc]), stack([n.bias for n, _ in enc])
+            dec_w1 = stack([m[1].weight.t() for m in dec])  # (G, N, H)
+            dec_g, dec_nb = stack([m[0].weight for m in dec]), stack([m[0].bias for m in dec])
             buffers = {
                 "bands": torch.tensor(bands),
                 "idx": torch.tensor(idx),  # (G, 2w): the band's (bin, re/im) values
-                "enc_nw": stack([n.weight for n, _ in enc])[:, None],  # (G, 1, 2w)
-                "enc_nb": stack([n.bias for n, _ in enc])[:, None],
-                "enc_w": stack([p.weight.t() for _, p in enc]),  # (G, 2w, N)
-                "enc_b": stack([p.bias for _, p in enc])[:, None],  # (G, 1, N)
-                "dec_nw": stack([m[0].weight for m in dec])[:, None],  # (G, 1, N)
-                "dec_nb": stack([m[0].bias for m in dec])[:, None],
-                "dec_w1": stack([m[1].weight.t() for m in dec]),  # (G, N, H)
-                "dec_b1": stack([m[1].bias for m in dec])[:, None],
+                "enc_w": enc_g[..., None] * enc_w,  # (G, 2w, N)
+                "enc_b": (enc_nb[:, None] @ enc_w) + stack([p.bias for _, p in enc])[:, None],
+                "dec_w1": dec_g[..., None] * dec_w1,  # (G, N, H)
+                "dec_b1": (dec_nb[:, None] @ dec_w1) + stack([m[1].bias for m in dec])[:, None],
                 "dec_w2": stack([m[3].weight.t() for m in dec]),  # (G, H, 12w)
-                "dec_b2": stack([m[3].bias for m in dec])[:, None],
+                "dec_b2": stack([m[3].bias for m in dec])[:, None],  # (G, 1, 12w)
             }
             for name, t in buffers.items():
                 self.register_buffer(f"g{g}_{name}", t, persistent=False)
@@ -138,7 +141,6 @@ class _BandGroups(nn.Module):
         for g, ((w, _), _) in enumerate(self.groups):
             x = v[:, t[f"g{g}_idx"]].transpose(0, 1)  # (G, R, 2w)
             x = nn.functional.layer_norm(x, (2 * w,), eps=self.eps[0])
-            x = torch.addcmul(t[f"g{g}_enc_nb"], x, t[f"g{g}_enc_nw"])
             out.append(torch.baddbmm(t[f"g{g}_enc_b"], x, t[f"g{g}_enc_w"]))
         x = torch.cat(out)[self.band_order]  # (K, R, N)
         return x.view(x.shape[0], B, k, -1).transpose(0, 1)
@@ -151,12 +153,51 @@ class _BandGroups(nn.Module):
         for g, ((w, _), bands) in enumerate(self.groups):
             h = x[t[f"g{g}_bands"]]  # (G, R, N)
             h = nn.functional.layer_norm(h, (N,), eps=self.eps[1])
-            h = torch.addcmul(t[f"g{g}_dec_nb"], h, t[f"g{g}_dec_nw"])
             h = torch.baddbmm(t[f"g{g}_dec_b1"], h, t[f"g{g}_dec_w1"]).tanh_()
             h = nn.functional.glu(torch.baddbmm(t[f"g{g}_dec_b2"], h, t[f"g{g}_dec_w2"]))
             out.append(h.transpose(0, 1).reshape(B * k, len(bands) * w, TAPS, 2))
         m = torch.cat(out, dim=1)[:, self.bin_order]  # (R, F, 3, 2) in frequency order
         return m.view(B, k, -1, TAPS, 2)
+
+
+class _MambaSteps:
+    """A Mamba block run on a short sequence from carried states, in few large ops: what a
+    stream does every hop (a time pass: K rows of one new frame; a band pass: one row of K
+    bands). ``Mamba.step``'s recurrence, with the decays and inputs of every step computed at
+    once and one multiply-add per step; ``Mamba.forward``'s tiled scan spends ~6 small ops a
+    step on sequences this short. The weights are read when it is built.
+
+    ``(x (R, L, dim), conv (R, d_conv-1, d_inner) | None, ssm (R, d_inner, d_state) | None) ->
+    (y (R, L, dim), conv, ssm)``; None: the zero states a sequence starts from.
+    """
+
+    def __init__(self, m: nn.Module):
+        self.d_conv, self.split = m.d_conv, [m.dt_rank, m.d_state, m.d_state]
+        self.w_in, self.w_x, self.w_out = m.in_proj.weight, m.x_proj.weight, m.out_proj.weight
+        self.w_dt, self.b_dt, self.D = m.dt_proj.weight, m.dt_proj.bias, m.D
+        self.w_conv, self.b_conv = m.conv1d.weight[:, 0, :], m.conv1d.bias  # (d_inner, d_conv)
+        self.A = -torch.exp(m.A_log.detach())  # (d_inner, d_state)
+
+    def __call__(self, x: torch.Tensor, conv=None, ssm=None):
+        F_ = nn.functional
+        L = x.shape[1]
+        xs, z = F_.linear(x, self.w_in).chunk(2, dim=-1)  # (R, L, d_inner)
+        if conv is None:
+            conv = xs.new_zeros(xs.shape[0], self.d_conv - 1, xs.shape[2])
+        xp = torch.cat([conv, xs], dim=1)  # the carried conv inputs first
+        # depthwise causal conv: out_t = b + sum_j w_j xp_{t+j}
+        xc = F_.silu((xp.unfold(1, self.d_conv, 1) * self.w_conv).sum(-1) + self.b_conv)
+        dt, B, C = F_.linear(xc, self.w_x).split(self.split, dim=-1)
+        delta = F_.softplus(F_.linear(dt, self.w_dt, self.b_dt))  # (R, L, d_inner)
+        decay = torch.exp(delta[..., None] * self.A)  # (R, L, d_inner, d_state)
+        inject = (delta * xc)[..., None] * B[:, :, None]
+        hs, h = [], ssm
+        for a, b in zip(decay.unbind(1), inject.unbind(1), strict=True):
+            h = b if h is None else torch.addcmul(b, a, h)
+            hs.append(h)
+        y = (torch.stack(hs, dim=1) @ C[..., None])[..., 0]  # C_t . h_t: (R, L, d_inner)
+        y = torch.addcmul(y, xc, self.D) * F_.silu(z)
+        return F_.linear(y, self.w_out), xp[:, L:], h
 
 
 class StreamCore(nn.Module):
@@ -182,8 +223,9 @@ class StreamCore(nn.Module):
         self.register_buffer("window", _full_window(model.frontend, like), persistent=False)
         self.passes = [p for block in model.layout.blocks for p in block]
         self.bands = len(model.encoder.widths)
-        # how many state tensors each time pass carries (Mamba: conv, ssm; LSTM: h, c)
-        self._counts = [len(p.mixer.init_state(1)) for p in self.passes if p.axis == "time"]
+        # Mamba passes run through _MambaSteps; the LSTMs' own kernels are already whole
+        self._fast = [_MambaSteps(p.mixer) if isinstance(p.mixer, Mamba) else None
+                      for p in self.passes]  # fmt: skip
         self.band_groups = _BandGroups(model.encoder, model.decoder)
 
     def init_state(self, batch: int = 1) -> list[torch.Tensor]:
@@ -214,13 +256,17 @@ class StreamCore(nn.Module):
         """The mixer passes on features (B, K, k, N) with the time passes' carried states (in
         ``init_state``'s order) -> (features, the new states)."""
         B, K, k, N = x.shape
-        new, rest, counts = [], list(state), iter(self._counts)
-        for p in self.passes:
-            if p.axis == "band":  # within each frame: as offline
-                x = p(x)
+        new, rest = [], list(state)
+        for p, fast in zip(self.passes, self._fast, strict=True):
+            y = nn.functional.layer_norm(x, (N,), p.norm.weight, p.norm.bias, p.norm.eps)
+            if p.axis == "band":  # within each frame: the bands are the sequence
+                y = y.transpose(1, 2).reshape(B * k, K, N)
+                y = fast(y)[0] if fast else p.mixer(y)
+                x = x + y.view(B, k, K, N).transpose(1, 2)
                 continue
-            n = next(counts)
-            y, *s = p.mixer.step(p.norm(x).reshape(B * K, k, N), *rest[:n])
+            y = y.reshape(B * K, k, N)
+            n = 2  # Mamba: conv, ssm; LSTM: h, c
+            y, *s = fast(y, *rest[:n]) if fast else p.mixer.step(y, *rest[:n])
             rest = rest[n:]
             new += s
             x = x + y.view(B, K, k, N)
@@ -253,6 +299,7 @@ class Streamer:
         self.latency = latency_samples(model.config)
         self.sample_rate = int(model.sample_rate)
         self.dtype = self.core.window.dtype
+        self._w2 = self.core.window**2  # the overlap-add's envelope of one frame
         self._tensor_io = False  # whether the last chunk was a tensor (then so is the output)
         self.reset()
 
@@ -300,6 +347,10 @@ class Streamer:
     def _frame_block(self, first: int, stop: int, end: int | None) -> torch.Tensor:
         """Frames first..stop-1 (1, k, n_fft) from the input buffer, reflected at index 0 and,
         when ``end`` (the input length) is known, at its last sample."""
+        start = first * self.hop - self.half - self._x0
+        if start >= 0 and end is None:  # inside the input (every frame but the first two)
+            stop_at = start + (stop - first - 1) * self.hop + self.n_fft
+            return self._x[start:stop_at].unfold(0, self.n_fft, self.hop)[None]
         idx = torch.arange(first, stop, device=self.device)[:, None] * self.hop
         idx = (idx + torch.arange(-self.half, self.half, device=self.device)).abs()
         if end is not None:
@@ -310,9 +361,8 @@ class Streamer:
         """Compute frames up to ``ready``, overlap-add, and return the samples now final."""
         with torch.inference_mode():
             if ready > self._next:
-                out, *self._state = self.core(
-                    self._frame_block(self._next, ready, end), *self._state
-                )
+                frames = self._frame_block(self._next, ready, end)
+                out, *self._state = self.core.forward(frames, *self._state)  # no hooks to run
                 first = self._next - LOOKAHEAD  # out holds frames first ... ready - 2
                 self._add(out[0], first)
                 self._next = ready
@@ -339,7 +389,7 @@ class Streamer:
             grow = need - self._ola.shape[0]
             self._ola = torch.cat([self._ola, self._ola.new_zeros(grow)])
             self._env = torch.cat([self._env, self._env.new_zeros(grow)])
-        w2 = self.core.window**2
+        w2 = self._w2
         for i in range(k):  # k is small (a chunk's frames); fold would need the same loop
             s = start + i * self.hop
             lo = max(0, -s)  # samples before index 0 of the output are dropped, as offline
