@@ -28,6 +28,7 @@ STFT's reflection at both ends) and the overlap-add.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -168,7 +169,8 @@ class _MambaSteps:
     step on sequences this short. The weights are read when it is built.
 
     ``(x (R, L, dim), conv (R, d_conv-1, d_inner) | None, ssm (R, d_inner, d_state) | None) ->
-    (y (R, L, dim), conv, ssm)``; None: the zero states a sequence starts from.
+    (y (R, L, dim), conv, ssm)``; None: the zero states a sequence starts from. Inference only
+    (the states are updated in place; run it under ``torch.inference_mode``).
     """
 
     def __init__(self, m: nn.Module):
@@ -176,7 +178,8 @@ class _MambaSteps:
         self.w_in, self.w_x, self.w_out = m.in_proj.weight, m.x_proj.weight, m.out_proj.weight
         self.w_dt, self.b_dt, self.D = m.dt_proj.weight, m.dt_proj.bias, m.D
         self.w_conv, self.b_conv = m.conv1d.weight[:, 0, :], m.conv1d.bias  # (d_inner, d_conv)
-        self.A = -torch.exp(m.A_log.detach())  # (d_inner, d_state)
+        # A / ln 2, transposed: (d_state, d_inner)
+        self.A2t = (-torch.exp(m.A_log.detach()) * math.log2(math.e)).t().contiguous()
 
     def __call__(self, x: torch.Tensor, conv=None, ssm=None):
         F_ = nn.functional
@@ -189,15 +192,18 @@ class _MambaSteps:
         xc = F_.silu((xp.unfold(1, self.d_conv, 1) * self.w_conv).sum(-1) + self.b_conv)
         dt, B, C = F_.linear(xc, self.w_x).split(self.split, dim=-1)
         delta = F_.softplus(F_.linear(dt, self.w_dt, self.b_dt))  # (R, L, d_inner)
-        decay = torch.exp(delta[..., None] * self.A)  # (R, L, d_inner, d_state)
-        inject = (delta * xc)[..., None] * B[:, :, None]
-        hs, h = [], ssm
-        for a, b in zip(decay.unbind(1), inject.unbind(1), strict=True):
-            h = b if h is None else torch.addcmul(b, a, h)
-            hs.append(h)
-        y = (torch.stack(hs, dim=1) @ C[..., None])[..., 0]  # C_t . h_t: (R, L, d_inner)
+        # states as (d_state, d_inner), d_inner innermost: every broadcast below runs along
+        # contiguous rows (as the fused scan); the carried ssm state is its (d_inner, d_state) view
+        decay = torch.exp2(delta[:, :, None] * self.A2t)  # exp(delta A), exp2 the cheaper
+        hs = B[..., None] * (delta * xc)[:, :, None]  # the inputs, then in place the states
+        h = None if ssm is None else ssm.transpose(1, 2)
+        for a, b in zip(decay.unbind(1), hs.unbind(1), strict=True):
+            if h is not None:
+                b.addcmul_(a, h)
+            h = b
+        y = (C[:, :, None] @ hs)[:, :, 0]  # C_t . h_t: (R, L, d_inner)
         y = torch.addcmul(y, xc, self.D) * F_.silu(z)
-        return F_.linear(y, self.w_out), xp[:, L:], h
+        return F_.linear(y, self.w_out), xp[:, L:], h.transpose(1, 2)
 
 
 class StreamCore(nn.Module):

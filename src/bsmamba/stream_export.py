@@ -10,8 +10,9 @@ metadata and in :data:`bsmamba.onnx_engine.STATE_DOC`): ``hops`` (1,) int64, the
 ``buffer`` (1, n_fft - hop) the latest input samples; ``ola`` and ``ola_env`` (1, n_fft - hop)
 the overlap-add tail and its summed squared windows; ``spec_prev``, ``spec_partial``,
 ``spec_tap`` (1, F, 2) the decoder's look-ahead (as ``StreamCore``); then per time pass i its
-mixer's states: ``time{i}_conv`` (K, d_conv - 1, d_inner) and ``time{i}_ssm`` (K, d_inner,
-d_state) for Mamba, ``time{i}_h`` and ``time{i}_c`` (1, K, 2N) for an LSTM.
+mixer's states: ``time{i}_conv`` (K, d_conv - 1, d_inner) and ``time{i}_ssm`` (K, d_state,
+d_inner) for Mamba (d_inner innermost, unlike ``Mamba.step``), ``time{i}_h`` and ``time{i}_c``
+(1, K, 2N) for an LSTM.
 
 Call c (from 0) reads samples [c*hop, (c+1)*hop) and computes STFT frame f = c + 1 -
 n_fft/(2 hop) (the frame that ends with this hop; calls before frame 0 leave the states alone),
@@ -25,7 +26,9 @@ once more with ``last`` true (that frame's look-ahead tap then reads zeros, as o
 the output of that call followed by ``ola_next / max(ola_env_next, 1e-11)``, cut to S.
 
 The STFT and its inverse are matrix products with the window folded in (one frame a call: a
-512 x 514 product is cheaper than a complex FFT pair in ONNX, and needs no complex tensors).
+512 x 514 product needs no complex tensors, which do not export). Every recurrence is plain
+ops: a Mamba time pass is one step, a band pass's recurrence over the K bands is unrolled (K is
+fixed; no ``Scan`` loop), LSTMs are ``LSTM`` nodes.
 """
 
 from __future__ import annotations
@@ -70,8 +73,6 @@ class StreamStep(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        from bsmamba.export import _exportable
-
         check_streamable(model)
         core = StreamCore(model)
         fe = model.frontend
@@ -79,9 +80,8 @@ class StreamStep(nn.Module):
         self.lag = self.n // (2 * self.hop) - 1  # frame f = call - lag
         self.delay = self.n // self.hop  # calls before the output reaches sample 0
         self.groups = core.band_groups
-        self.passes = [p if p.axis == "time" else _exportable(p) for p in core.passes]
-        self._keep = nn.ModuleList(self.passes)  # registered, so .float() reaches them
-        self.K, self.mamba = core.bands, model.config["mixer"] != "lstm"
+        self.passes = nn.ModuleList(core.passes)
+        self.K = core.bands
         window = core.window.double()
         n, bins = self.n, fe.n_bins
         angle = 2 * math.pi * torch.outer(torch.arange(n), torch.arange(bins)).double() / n
@@ -95,7 +95,17 @@ class StreamStep(nn.Module):
         self.register_buffer("dft", fwd.float(), persistent=False)
         self.register_buffer("idft", (inv.reshape(2 * bins, n) * window).float(), persistent=False)
         self.register_buffer("win2", (window**2).float()[None], persistent=False)
-        self.core_state = core.init_state(1)
+        # the decoder's look-ahead (as StreamCore), then per time pass its mixer's zero states
+        # (Mamba's ssm as (K, d_state, d_inner): _mamba_steps keeps d_inner innermost)
+        self.core_state = core.init_state(1)[:3]
+        for p in core.passes:
+            if p.axis == "time":
+                m = p.mixer
+                self.core_state += (
+                    [torch.zeros(self.K, m.d_conv - 1, m.d_inner),
+                     torch.zeros(self.K, m.d_state, m.d_inner)]
+                    if hasattr(m, "A_log") else list(m.init_state(self.K))
+                )  # fmt: skip
         self.state_names = ["hops", "buffer", "ola", "ola_env", "spec_prev", "spec_partial",
                             "spec_tap"]  # fmt: skip
         i = 0
@@ -153,39 +163,54 @@ class StreamStep(nn.Module):
         return (y, hops + 1, raw[:, hop:], ola[:, hop:], env[:, hop:], *states)
 
     def _mix(self, x, state):
-        """``StreamCore.mix`` with Mamba time steps in exportable form (:func:`_mamba_step`)."""
-        K, N = x.shape[1], x.shape[-1]
+        """``StreamCore.mix`` in ops that export: Mamba through :func:`_mamba_steps` (the band
+        pass's recurrence over the K bands unrolled: K is fixed), LSTMs as LSTM nodes."""
+        _, K, _, N = x.shape
         new, rest = [], list(state)
         for p in self.passes:
-            if p.axis == "band":
-                x = p(x)
+            y = F.layer_norm(x, (N,), p.norm.weight, p.norm.bias, p.norm.eps)
+            mamba = hasattr(p.mixer, "A_log")
+            if p.axis == "band":  # the bands of the one frame are the sequence
+                y = y.reshape(1, K, N)
+                y = _mamba_steps(p.mixer, y)[0] if mamba else p.mixer(y)
+                x = x + y.view(1, K, 1, N)
                 continue
-            y = p.norm(x).reshape(K, 1, N)
-            if hasattr(p.mixer, "A_log"):
-                y, *s = _mamba_step(p.mixer, y, *rest[:2])
-            else:
-                y, *s = p.mixer.step(y, *rest[:2])
+            y = y.reshape(K, 1, N)
+            y, *s = _mamba_steps(p.mixer, y, *rest[:2]) if mamba else p.mixer.step(y, *rest[:2])
             rest = rest[2:]
             new += s
             x = x + y.view(1, K, 1, N)
         return x, new
 
 
-def _mamba_step(m, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
-    """``Mamba.step`` for one step (x (R, 1, dim)) in ops that export: the conv as one product
-    over its taps, softplus as :func:`bsmamba.export._softplus`."""
+def _mamba_steps(m, x: torch.Tensor, conv=None, ssm=None):
+    """A Mamba block on x (R, L, dim) from carried states conv (R, d_conv - 1, d_inner) and
+    ssm (R, d_state, d_inner) (zeros when None) -> (y (R, L, dim), conv, ssm), in ops that
+    export: ``Mamba.step``'s recurrence unrolled over the L steps, the state (d_state,
+    d_inner) with d_inner innermost so that onnxruntime's broadcasts run along rows, softplus
+    as :func:`bsmamba.export._softplus`."""
     from bsmamba.export import _softplus
 
-    xs, z = m.in_proj(x[:, 0]).chunk(2, dim=-1)  # (R, d_inner)
-    xp = torch.cat([conv, xs[:, None]], dim=1)  # (R, d_conv, d_inner)
-    xc = F.silu(m.conv1d.bias + (xp * m.conv1d.weight[:, 0, :].t()).sum(1))
+    R, L, _ = x.shape
+    xs, z = m.in_proj(x).chunk(2, dim=-1)  # (R, L, d_inner)
+    if conv is None:
+        conv = xs.new_zeros(R, m.d_conv - 1, m.d_inner)
+    xp = torch.cat([conv, xs], dim=1)  # (R, d_conv - 1 + L, d_inner)
+    w = m.conv1d.weight[:, 0, :].t()  # (d_conv, d_inner): out_t = b + sum_j w_j xp_{t+j}
+    xc = m.conv1d.bias + sum(xp[:, j : j + L] * w[j] for j in range(m.d_conv))
+    xc = F.silu(xc)
     dt, B, C = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    delta = _softplus(m.dt_proj(dt))  # (R, d_inner)
-    A = -torch.exp(m.A_log.float())  # (d_inner, d_state)
-    ssm = torch.exp(delta[..., None] * A) * ssm + (delta * xc)[..., None] * B[:, None]
-    y = (ssm * C[:, None]).sum(-1)  # (R, d_inner)
+    delta = _softplus(m.dt_proj(dt))  # (R, L, d_inner)
+    A = -torch.exp(m.A_log.float()).t()  # (d_state, d_inner)
+    decay = torch.exp(delta[:, :, None] * A)  # (R, L, d_state, d_inner)
+    inject = B[..., None] * (delta * xc)[:, :, None]
+    hs, h = [], ssm
+    for t in range(L):  # (unbind exports as a Slice and a Squeeze per step: more nodes)
+        h = inject[:, t] if h is None else decay[:, t] * h + inject[:, t]
+        hs.append(h)
+    y = (C[:, :, None] @ torch.stack(hs, dim=1))[:, :, 0]  # C_t . h_t: (R, L, d_inner)
     y = (y + xc * m.D) * F.silu(z)
-    return m.out_proj(y)[:, None], xp[:, 1:], ssm
+    return m.out_proj(y), xp[:, L:], h
 
 
 def export_stream(model: nn.Module, opset: int = 18):
@@ -200,21 +225,15 @@ def export_stream(model: nn.Module, opset: int = 18):
     import logging
     import warnings
 
-    from bsmamba.export import _DOMAIN, MIN_OPSET, _lower_recurrences, _register_schema
+    from bsmamba.export import MIN_OPSET
     from bsmamba.onnx_engine import need
 
-    onnx, onnxscript = need("onnx", "onnxscript", what="ONNX export")
+    (onnx, _) = need("onnx", "onnxscript", what="ONNX export")
     check_streamable(model)
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset {opset}: out of range, valid {MIN_OPSET}..{newest} (this onnx)")
     step = StreamStep(copy.deepcopy(model).float().eval())
-    custom = onnxscript.values.Opset(_DOMAIN, 1)
-    _register_schema(onnx)
-
-    def _translate(u, delta, A, B, C):
-        return custom.SsmRecurrence(u, delta, A, B, C)
-
     state = step.init_state()
     state[0] += 5  # trace past the start (the graph has no branches: any value traces alike)
     args = (torch.randn(1, step.hop), torch.zeros(1, dtype=torch.bool), *state)
@@ -232,12 +251,11 @@ def export_stream(model: nn.Module, opset: int = 18):
                 output_names=["enhanced", *(f"{s}_next" for s in names)],
                 opset_version=opset,
                 dynamo=True,
-                custom_translation_table={torch.ops.bsmamba.ssm_recurrence.default: _translate},
                 verbose=False,
             )
     finally:
         quiet.setLevel(level)
-    proto = _lower_recurrences(program.model_proto)
+    proto = program.model_proto
     init = step.init_state()
     stream = {
         "hop": step.hop,
