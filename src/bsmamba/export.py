@@ -18,6 +18,7 @@ exp(Δ·A) and the state are computed in float32 inside the loop body, one step 
 
 ``bsmamba enhance --engine onnxruntime MODEL.onnx IN OUT`` runs an exported file through the
 same chunking and overlap-add as the torch engine (:class:`bsmamba.enhance.Enhancer`).
+``--stream`` writes a causal model as a one-hop-a-call graph instead (:mod:`bsmamba.stream_export`).
 Needs the ``export`` extra (onnx, onnxscript, onnxruntime); importing bsmamba never does.
 """
 
