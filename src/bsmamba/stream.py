@@ -22,8 +22,9 @@ samples, 512 + 128 = 640 samples = 40 ms for every preset (the 32 ms window plus
 frame of look-ahead). Compute time comes on top.
 
 ``StreamCore`` is the tensor-only part (frames in, windowed enhanced frames out, every state an
-explicit tensor): what an exported streaming graph needs. ``Streamer`` adds the framing (the
-STFT's reflection at both ends) and the overlap-add.
+explicit tensor). ``Streamer`` adds the framing (the STFT's reflection at both ends) and the
+overlap-add. ``bsmamba export --stream`` (:mod:`bsmamba.stream_export`) puts all of it, the
+framing and overlap-add too, in one graph that takes and returns one hop a call.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ class _MambaSteps:
 
 
 class StreamCore(nn.Module):
-    """The model on frames, every state explicit: for ONNX and for ``Streamer``.
+    """The model on frames, every state explicit: ``Streamer``'s engine, and the pieces that
+    ``bsmamba.stream_export.StreamStep`` exports. Inference only (run it without gradients).
 
     ``forward(frames (B, k, n_fft), *state) -> (out (B, k, n_fft), *state)``: k new STFT frames
     (raw samples, the window is applied here) in; out holds the windowed inverse FFTs of the
