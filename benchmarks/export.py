@@ -30,8 +30,9 @@ import torch
 
 from bsmamba import env, files, schema
 from bsmamba.enhance import Enhancer
-from bsmamba.export import OnnxModel, export_onnx
+from bsmamba.export import export_onnx
 from bsmamba.model import build_model
+from bsmamba.onnx_engine import OnnxModel
 from bsmamba.presets import PRESETS
 
 GOALS = {"rtf_max": 0.1, "ratio_onnxruntime_to_torch_max": 1.0}

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from bsmamba import env, files, schema
+from bsmamba.causal import latency_samples
 from bsmamba.model import build_model
-from bsmamba.stream import Streamer, latency_samples
+from bsmamba.stream import Streamer
 
 # every causal configuration of the presets: the causal preset (modified with per-frame norms)
 # and the BSRNN baseline with per-frame norms

@@ -15,9 +15,10 @@ import torch
 import bsmamba
 from bsmamba import build_model
 from bsmamba import checkpoint as ckpt_io
+from bsmamba.causal import causal_problems, latency_samples
 from bsmamba.sequence.lstm import LSTMMixer
 from bsmamba.sequence.mamba import Mamba
-from bsmamba.stream import Streamer, causal_problems, latency_samples
+from bsmamba.stream import Streamer
 
 SPEECH = Path(__file__).parent / "data" / "arctic_a0009.wav"  # CMU ARCTIC, 16 kHz, 3.1 s
 HOP = 128

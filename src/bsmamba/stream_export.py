@@ -40,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bsmamba.causal import check_causal, latency_samples
+from bsmamba.export_graph import MIN_OPSET, check_opset, set_metadata, softplus, trace
 from bsmamba.onnx_engine import FORMAT_VERSION, STREAM_FORMAT
-from bsmamba.stream import StreamCore, _full_window, check_causal, latency_samples
+from bsmamba.stream_core import StreamCore, full_window
 
 
 def check_streamable(model: nn.Module) -> None:
@@ -54,7 +56,7 @@ def check_streamable(model: nn.Module) -> None:
             f"export --stream needs n_fft a multiple of 2 * hop_length (one frame a hop); this "
             f"model has n_fft={fe.n_fft}, hop_length={fe.hop_length}"
         )
-    window = _full_window(fe, torch.zeros(()))
+    window = full_window(fe, torch.zeros(()))
     if window[0] != 0:
         raise ValueError(
             f"export --stream needs a window that starts at 0 (hann or blackman): frame 0 is "
@@ -188,9 +190,7 @@ def _mamba_steps(m, x: torch.Tensor, conv=None, ssm=None):
     ssm (R, d_state, d_inner) (zeros when None) -> (y (R, L, dim), conv, ssm), in ops that
     export: ``Mamba.step``'s recurrence unrolled over the L steps, the state (d_state,
     d_inner) with d_inner innermost so that onnxruntime's broadcasts run along rows, softplus
-    as :func:`bsmamba.export._softplus`."""
-    from bsmamba.export import _softplus
-
+    as :func:`bsmamba.export_graph.softplus`."""
     R, L, _ = x.shape
     xs, z = m.in_proj(x).chunk(2, dim=-1)  # (R, L, d_inner)
     if conv is None:
@@ -200,7 +200,7 @@ def _mamba_steps(m, x: torch.Tensor, conv=None, ssm=None):
     xc = m.conv1d.bias + sum(xp[:, j : j + L] * w[j] for j in range(m.d_conv))
     xc = F.silu(xc)
     dt, B, C = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    delta = _softplus(m.dt_proj(dt))  # (R, L, d_inner)
+    delta = softplus(m.dt_proj(dt))  # (R, L, d_inner)
     A = -torch.exp(m.A_log.float()).t()  # (d_state, d_inner)
     decay = torch.exp(delta[:, :, None] * A)  # (R, L, d_state, d_inner)
     inject = B[..., None] * (delta * xc)[:, :, None]
@@ -213,7 +213,7 @@ def _mamba_steps(m, x: torch.Tensor, conv=None, ssm=None):
     return m.out_proj(y), xp[:, L:], h
 
 
-def export_stream(model: nn.Module, opset: int = 18):
+def export_stream(model: nn.Module, opset: int = MIN_OPSET):
     """``model``'s :class:`StreamStep` as an ``onnx.ModelProto`` (batch 1, one hop a call).
 
     Raises ValueError, before tracing, for a model that cannot stream (``check_streamable``).
@@ -222,40 +222,24 @@ def export_stream(model: nn.Module, opset: int = 18):
     and dtypes, all zero at the start).
     """
     import copy
-    import logging
-    import warnings
 
-    from bsmamba.export import MIN_OPSET
     from bsmamba.onnx_engine import need
 
     (onnx, _) = need("onnx", "onnxscript", what="ONNX export")
     check_streamable(model)
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"opset {opset}: out of range, valid {MIN_OPSET}..{newest} (this onnx)")
+    check_opset(onnx, opset)
     step = StreamStep(copy.deepcopy(model).float().eval())
     state = step.init_state()
     state[0] += 5  # trace past the start (the graph has no branches: any value traces alike)
     args = (torch.randn(1, step.hop), torch.zeros(1, dtype=torch.bool), *state)
     names = step.state_names
-    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                step,
-                args,
-                input_names=["samples", "last", *names],
-                output_names=["enhanced", *(f"{s}_next" for s in names)],
-                opset_version=opset,
-                dynamo=True,
-                verbose=False,
-            )
-    finally:
-        quiet.setLevel(level)
-    proto = program.model_proto
+    proto = trace(
+        step,
+        args,
+        opset,
+        input_names=["samples", "last", *names],
+        output_names=["enhanced", *(f"{s}_next" for s in names)],
+    )
     init = step.init_state()
     stream = {
         "hop": step.hop,
@@ -274,10 +258,7 @@ def export_stream(model: nn.Module, opset: int = 18):
         "model_config": json.dumps(model.config),
         "stream": json.dumps(stream),
     }
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.checker.check_model(proto)
+    set_metadata(onnx, proto, meta)
     return proto
 
 

@@ -1,0 +1,318 @@
+"""How a model becomes an ONNX graph: torch code that exports, the tracer, and the rewrite of
+the Mamba recurrence into an ONNX ``Scan`` (used by :mod:`bsmamba.export` for the offline
+graph and by :mod:`bsmamba.stream_export` for the streaming one).
+
+LSTMs become ONNX ``LSTM`` nodes. A Mamba block's recurrence becomes an ONNX ``Scan`` over the
+sequence (frames for a time pass, bands for a band pass), so any length runs; the decay
+exp(Δ·A) and the state are computed in float32 inside the loop body, one step at a time, so no
+(L, batch, d_inner, d_state) tensor is ever made. The torch side of that step is a custom op
+(:func:`_ssm_recurrence`) that torch.export keeps whole; the exporter writes it as a
+``bsmamba.SsmRecurrence`` node (:func:`ssm_translation`), which :func:`lower_recurrences` then
+replaces by the ``Scan``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from bsmamba.decoders import TAPS
+from bsmamba.norms import UtteranceNorm
+from bsmamba.scan.fused import scan_time_major
+from bsmamba.sequence.mamba import Mamba
+
+MIN_OPSET = 18  # the lowest that torch.onnx's dynamo exporter writes
+_DOMAIN = "bsmamba"
+
+
+def check_opset(onnx, opset: int, flag: str = "opset") -> None:
+    """Raise ValueError unless ``opset`` lies in MIN_OPSET .. the newest this ``onnx`` knows."""
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"{flag} {opset}: out of range, valid {MIN_OPSET}..{newest} (this onnx)")
+
+
+def trace(module: nn.Module, args: tuple, opset: int, **kwargs):
+    """``torch.onnx.export(module, args, dynamo=True, ...)`` without the exporter's chatter
+    ("no torchvision", deprecation warnings); kwargs go to the exporter. -> ``onnx.ModelProto``."""
+    import logging
+    import warnings
+
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, args, opset_version=opset, dynamo=True, verbose=False, **kwargs
+            )
+    finally:
+        quiet.setLevel(level)
+    return program.model_proto
+
+
+def set_metadata(onnx, proto, meta: dict[str, str]) -> None:
+    """Replace ``proto``'s metadata by ``meta`` and check the model."""
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(proto)
+
+
+# ---- the recurrence as one op -------------------------------------------------------------------
+
+
+@torch.library.custom_op("bsmamba::ssm_recurrence", mutates_args=())
+def _ssm_recurrence(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+) -> torch.Tensor:
+    """y_t = C_t . h_t, h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, h_{-1} = 0.
+
+    Time-major: u, delta (L, b, d); A (d, n); B, C (L, b, n) -> y (L, b, d). Delta arrives with
+    its bias and softplus applied; D u and the gate are added by the caller.
+    """
+    return scan_time_major(u, delta, B, C, A)[0]
+
+
+@_ssm_recurrence.register_fake
+def _(u, delta, A, B, C):
+    return torch.empty_like(u)
+
+
+class _ExportMamba(nn.Module):
+    """A Mamba block's forward with its recurrence as :func:`_ssm_recurrence` (same weights)."""
+
+    def __init__(self, block: Mamba):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, dim) -> (B, L, dim)
+        m, L = self.block, x.shape[1]
+        xs, z = m.in_proj(x).chunk(2, dim=-1)  # (B, L, d_inner)
+        xs = F.silu(m.conv1d(xs.transpose(1, 2))[..., :L].transpose(1, 2))  # causal conv
+        dt, Bm, Cm = m.x_proj(xs).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+        delta = softplus(m.dt_proj(dt))
+        y = _ssm_recurrence(
+            *(t.transpose(0, 1) for t in (xs, delta)),
+            -torch.exp(m.A_log.float()),
+            *(t.transpose(0, 1) for t in (Bm, Cm)),
+        ).transpose(0, 1)
+        return m.out_proj((y + xs * m.D) * F.silu(z))
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """softplus in a form whose ONNX ops onnxruntime vectorises (its Softplus node is ~3x
+    slower); equal to ``F.softplus`` within float32 rounding for every x."""
+    return F.relu(x) + torch.log1p(torch.exp(-x.abs()))
+
+
+# ---- the spectral core ---------------------------------------------------------------------------
+
+
+class SpectralCore(nn.Module):
+    """``model``'s encoder, mixers and decoder on a real-valued spectrum (what is exported).
+
+    forward(spec (B, F, T, 2)) -> enhanced (B, F, T, 2): ``view_as_real`` of
+    ``apply_mask(spec, decoder(layout(encoder(spec))))`` written without complex tensors.
+    Shares ``model``'s weights; Mamba blocks run through :class:`_ExportMamba`, utterance norms
+    through :class:`_ExportNorm`.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder = _exportable(model.encoder), _exportable(model.decoder)
+        self.layout = _exportable(model.layout)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        enc, dec = self.encoder, self.decoder
+        feats = torch.stack(
+            [
+                proj(norm(rearrange(band, "b w t c -> b t (w c)")))
+                for band, norm, proj in zip(
+                    spec.split(enc.widths, dim=1), enc.norms, enc.projs, strict=True
+                )
+            ],
+            dim=1,
+        )  # (B, K, T, N)
+        feats = self.layout(feats)
+        mask = torch.cat(
+            [
+                rearrange(mlp(feats[:, i]), "b t (w k c) -> b w t k c", w=w, k=TAPS, c=2)
+                for i, (w, mlp) in enumerate(zip(dec.widths, dec.mlps, strict=True))
+            ],
+            dim=1,
+        )  # (B, F, T, 3, 2)
+        T = spec.shape[2]
+        padded = F.pad(spec, (0, 0, 1, 1))  # a zero frame beyond either end
+        re = im = 0
+        for k in range(TAPS):  # complex multiply-accumulate of frames t-1, t, t+1
+            xr, xi = padded[:, :, k : k + T, 0], padded[:, :, k : k + T, 1]
+            mr, mi = mask[..., k, 0], mask[..., k, 1]
+            re = re + mr * xr - mi * xi
+            im = im + mr * xi + mi * xr
+        return torch.stack([re, im], dim=-1)
+
+
+class _ExportNorm(nn.Module):
+    """:class:`bsmamba.norms.UtteranceNorm` with its statistics reduced one axis at a time.
+
+    One LayerNormalization node over an utterance's (K, T, N) values sums ~10^6 floats in
+    onnxruntime with a float32 accumulator: errors of ~1e-3 on the normalised values of a
+    full-size model (docs/inference.md). A mean of means (equal in exact arithmetic) keeps every
+    partial sum short.
+    """
+
+    def __init__(self, norm: UtteranceNorm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x
+        for d in range(x.dim() - 1, 0, -1):
+            mean = mean.mean(d, keepdim=True)
+        centred = x - mean
+        var = centred * centred
+        for d in range(x.dim() - 1, 0, -1):
+            var = var.mean(d, keepdim=True)
+        return centred * torch.rsqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+
+
+def _exportable(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module``'s tree with export versions of Mamba and UtteranceNorm."""
+    import copy
+
+    if isinstance(module, Mamba):
+        return _ExportMamba(module)
+    if isinstance(module, UtteranceNorm):
+        return _ExportNorm(module)
+    out = copy.copy(module)
+    out._modules = {k: _exportable(v) for k, v in module._modules.items()}
+    return out
+
+
+# ---- the recurrence as a Scan ---------------------------------------------------------------
+
+
+def ssm_translation(onnx, onnxscript) -> dict:
+    """The exporter's ``custom_translation_table`` entry that writes :func:`_ssm_recurrence` as
+    one ``bsmamba.SsmRecurrence`` node (declared to ``onnx`` here), for
+    :func:`lower_recurrences` to replace."""
+    custom = onnxscript.values.Opset(_DOMAIN, 1)
+    _register_schema(onnx)
+
+    def _translate(u, delta, A, B, C):
+        return custom.SsmRecurrence(u, delta, A, B, C)
+
+    return {torch.ops.bsmamba.ssm_recurrence.default: _translate}
+
+
+def _register_schema(onnx) -> None:
+    """Declare ``bsmamba.SsmRecurrence`` to onnx (the exporter wants a schema for every node)."""
+    if onnx.defs.has("SsmRecurrence", _DOMAIN):
+        return
+    param = onnx.defs.OpSchema.FormalParameter
+    onnx.defs.register_schema(
+        onnx.defs.OpSchema(
+            "SsmRecurrence",
+            _DOMAIN,
+            1,
+            inputs=[param(name, "T") for name in ("u", "delta", "A", "B", "C")],
+            outputs=[param("y", "T")],
+            type_constraints=[("T", ["tensor(float)"], "float32 only")],
+        )
+    )
+
+
+def lower_recurrences(proto):
+    """Replace every ``bsmamba.SsmRecurrence(u, delta, A, B, C)`` node by an ONNX ``Scan``.
+
+    The loop carries h (b, n, d) from zeros, d innermost so that every broadcast in the step runs
+    along contiguous d-wide rows (with n innermost, onnxruntime's broadcasts crawl over 12-wide
+    spans); each step reads u_t, delta_t (b, d), B_t, C_t (b, n) and A^T (n, d) from the outer
+    graph, and emits y_t = C_t h_t (b, d).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = proto.graph
+    nodes = []
+    for i, node in enumerate(graph.node):
+        if node.domain != _DOMAIN:
+            nodes.append(node)
+            continue
+        u, delta, A, B, C = node.input
+        p = f"ssm{i}_"
+        nodes += [
+            helper.make_node("Transpose", [A], [p + "At"], perm=[1, 0]),  # (n, d)
+            helper.make_node("Shape", [u], [p + "b"], start=1, end=2),
+            helper.make_node("Shape", [A], [p + "n"], start=1, end=2),
+            helper.make_node("Shape", [u], [p + "d"], start=2, end=3),
+            helper.make_node("Concat", [p + "b", p + "n", p + "d"], [p + "shape_h"], axis=0),
+            helper.make_node(
+                "ConstantOfShape",
+                [p + "shape_h"],
+                [p + "h0"],
+                value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+            ),
+            helper.make_node(
+                "Scan",
+                [p + "h0", u, delta, B, C],
+                [p + "h_last", node.output[0]],
+                num_scan_inputs=4,
+                body=_step_graph(p, p + "At"),
+            ),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    keep = [o for o in proto.opset_import if o.domain != _DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+    del graph.value_info[:]  # stale shapes around the replaced nodes; ORT infers its own
+    return onnx.shape_inference.infer_shapes(proto)
+
+
+def _step_graph(p: str, At: str):
+    """One step of the recurrence as a Scan body (all float32); ``At`` is A^T (n, d), outside."""
+    from onnx import TensorProto, helper
+
+    def value(name, *dims):  # onnxruntime wants the rank of every body output
+        return helper.make_tensor_value_info(p + name, TensorProto.FLOAT, [p + d for d in dims])
+
+    def node(op, inputs, output, **attrs):
+        names = [i if i == At else p + i for i in inputs]
+        return helper.make_node(op, names, [p + output], **attrs)
+
+    axes = {
+        "ax1": helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+        "ax2": helper.make_tensor("ax2", TensorProto.INT64, [1], [2]),
+    }
+    body = [
+        *(helper.make_node("Constant", [], [p + k], value=v) for k, v in axes.items()),
+        node("Unsqueeze", ["dt", "ax1"], "dt1"),  # (b, 1, d)
+        node("Mul", ["dt1", At], "dtA"),  # (b, n, d)
+        node("Exp", ["dtA"], "decay"),
+        node("Mul", ["dt", "u"], "dtu"),  # (b, d)
+        node("Unsqueeze", ["dtu", "ax1"], "dtu1"),  # (b, 1, d)
+        node("Unsqueeze", ["B", "ax2"], "B2"),  # (b, n, 1)
+        node("Mul", ["B2", "dtu1"], "inject"),  # (b, n, d)
+        node("Mul", ["decay", "h"], "kept"),
+        node("Add", ["kept", "inject"], "h_next"),
+        node("Unsqueeze", ["C", "ax1"], "C1"),  # (b, 1, n)
+        node("MatMul", ["C1", "h_next"], "y1"),  # (b, 1, d)
+        node("Squeeze", ["y1", "ax1"], "y"),  # (b, d)
+    ]
+    return helper.make_graph(
+        body,
+        p + "step",
+        [
+            value("h", *"bnd"),
+            value("u", *"bd"),
+            value("dt", *"bd"),
+            value("B", *"bn"),
+            value("C", *"bn"),
+        ],  # fmt: skip
+        [value("h_next", *"bnd"), value("y", *"bd")],
+    )
