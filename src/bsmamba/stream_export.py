@@ -98,7 +98,7 @@ class StreamStep(nn.Module):
         self.register_buffer("idft", (inv.reshape(2 * bins, n) * window).float(), persistent=False)
         self.register_buffer("win2", (window**2).float()[None], persistent=False)
         # the decoder's look-ahead (as StreamCore), then per time pass its mixer's zero states
-        # (Mamba's ssm as (K, d_state, d_inner): _mamba_steps keeps d_inner innermost)
+        # (Mamba's ssm as (K, d_state, d_inner): _ssm_terms keeps d_inner innermost)
         self.core_state = core.init_state(1)[:3]
         for p in core.passes:
             if p.axis == "time":
@@ -165,52 +165,73 @@ class StreamStep(nn.Module):
         return (y, hops + 1, raw[:, hop:], ola[:, hop:], env[:, hop:], *states)
 
     def _mix(self, x, state):
-        """``StreamCore.mix`` in ops that export: Mamba through :func:`_mamba_steps` (the band
-        pass's recurrence over the K bands unrolled: K is fixed), LSTMs as LSTM nodes."""
+        """``StreamCore.mix`` in ops that export: Mamba through :func:`_mamba_step` (a time
+        pass) and :func:`_mamba_bands` (a band pass), LSTMs as LSTM nodes."""
         _, K, _, N = x.shape
         new, rest = [], list(state)
         for p in self.passes:
             y = F.layer_norm(x, (N,), p.norm.weight, p.norm.bias, p.norm.eps)
             mamba = hasattr(p.mixer, "A_log")
             if p.axis == "band":  # the bands of the one frame are the sequence
-                y = y.reshape(1, K, N)
-                y = _mamba_steps(p.mixer, y)[0] if mamba else p.mixer(y)
+                y = _mamba_bands(p.mixer, y.reshape(K, N)) if mamba else p.mixer(y.reshape(1, K, N))
                 x = x + y.view(1, K, 1, N)
                 continue
-            y = y.reshape(K, 1, N)
-            y, *s = _mamba_steps(p.mixer, y, *rest[:2]) if mamba else p.mixer.step(y, *rest[:2])
+            if mamba:
+                y, *s = _mamba_step(p.mixer, y.reshape(K, N), *rest[:2])
+            else:
+                y, *s = p.mixer.step(y.reshape(K, 1, N), *rest[:2])
             rest = rest[2:]
             new += s
             x = x + y.view(1, K, 1, N)
         return x, new
 
 
-def _mamba_steps(m, x: torch.Tensor, conv=None, ssm=None):
-    """A Mamba block on x (R, L, dim) from carried states conv (R, d_conv - 1, d_inner) and
-    ssm (R, d_state, d_inner) (zeros when None) -> (y (R, L, dim), conv, ssm), in ops that
-    export: ``Mamba.step``'s recurrence unrolled over the L steps, the state (d_state,
-    d_inner) with d_inner innermost so that onnxruntime's broadcasts run along rows, softplus
-    as :func:`bsmamba.export_graph.softplus`."""
-    R, L, _ = x.shape
-    xs, z = m.in_proj(x).chunk(2, dim=-1)  # (R, L, d_inner)
-    if conv is None:
-        conv = xs.new_zeros(R, m.d_conv - 1, m.d_inner)
-    xp = torch.cat([conv, xs], dim=1)  # (R, d_conv - 1 + L, d_inner)
-    w = m.conv1d.weight[:, 0, :].t()  # (d_conv, d_inner): out_t = b + sum_j w_j xp_{t+j}
-    xc = m.conv1d.bias + sum(xp[:, j : j + L] * w[j] for j in range(m.d_conv))
-    xc = F.silu(xc)
-    dt, B, C = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    delta = softplus(m.dt_proj(dt))  # (R, L, d_inner)
-    A = -torch.exp(m.A_log.float()).t()  # (d_state, d_inner)
-    decay = torch.exp(delta[:, :, None] * A)  # (R, L, d_state, d_inner)
-    inject = B[..., None] * (delta * xc)[:, :, None]
-    hs, h = [], ssm
-    for t in range(L):  # (unbind exports as a Slice and a Squeeze per step: more nodes)
-        h = inject[:, t] if h is None else decay[:, t] * h + inject[:, t]
+def _mamba_step(m, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+    """One step of a Mamba block on R rows (a time pass: the K bands of the new frame) from the
+    carried states, in ops that export: x (R, dim), conv (R, d_conv - 1, d_inner), ssm (R,
+    d_state, d_inner) -> (y (R, dim), conv, ssm). ``Mamba.step``'s arithmetic."""
+    xs, z = m.in_proj(x).chunk(2, dim=-1)  # (R, d_inner)
+    xp = torch.cat([conv, xs[:, None]], dim=1)  # (R, d_conv, d_inner): the carried inputs first
+    w = m.conv1d.weight[:, 0, :].t()  # (d_conv, d_inner)
+    xc = F.silu((xp * w).sum(1) + m.conv1d.bias)  # the causal depthwise conv's newest output
+    decay, inject, C = _ssm_terms(m, xc)  # (R, d_state, d_inner) twice, (R, d_state)
+    h = decay * ssm + inject
+    y = (C[:, None] @ h)[:, 0]  # C . h: (R, d_inner)
+    return _mamba_out(m, y, xc, z), xp[:, 1:], h
+
+
+def _mamba_bands(m, x: torch.Tensor) -> torch.Tensor:
+    """A Mamba block over the K bands of one frame (a band pass), from zero states, in ops that
+    export: x (K, dim) -> (K, dim). The recurrence is unrolled (K is fixed): the decays and
+    inputs of every step come from one Split each, and a step is one Mul and one Add (about 2K
+    nodes a pass; onnxruntime spends a few microseconds a node at these sizes)."""
+    K = x.shape[0]
+    xs, z = m.in_proj(x).chunk(2, dim=-1)  # (K, d_inner)
+    conv = F.conv1d(xs.t()[None], m.conv1d.weight, m.conv1d.bias, padding=m.d_conv - 1,
+                    groups=m.d_inner)  # fmt: skip
+    xc = F.silu(conv[0, :, :K].t())  # causal: the first K of the zero-padded outputs
+    decay, inject, C = _ssm_terms(m, xc)  # (K, d_state, d_inner) twice, (K, d_state)
+    h, hs = None, []
+    for a, b in zip(decay.split(1), inject.split(1), strict=True):  # (1, d_state, d_inner)
+        h = b if h is None else a * h + b
         hs.append(h)
-    y = (C[:, :, None] @ torch.stack(hs, dim=1))[:, :, 0]  # C_t . h_t: (R, L, d_inner)
-    y = (y + xc * m.D) * F.silu(z)
-    return m.out_proj(y), xp[:, L:], h
+    y = (C[:, None] @ torch.cat(hs))[:, 0]  # C_k . h_k: (K, d_inner)
+    return _mamba_out(m, y, xc, z)
+
+
+def _ssm_terms(m, xc: torch.Tensor):
+    """xc (R, d_inner), the conv's output -> the decays exp(delta A) and the inputs delta B x
+    (R, d_state, d_inner), d_inner innermost so that onnxruntime's broadcasts run along rows,
+    and C (R, d_state). softplus as :func:`bsmamba.export_graph.softplus`."""
+    dt, B, C = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    delta = softplus(m.dt_proj(dt))  # (R, d_inner)
+    A = -torch.exp(m.A_log.float()).t()  # (d_state, d_inner)
+    return torch.exp(delta[:, None] * A), B[..., None] * (delta * xc)[:, None], C
+
+
+def _mamba_out(m, y: torch.Tensor, xc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The skip, the gate and the output projection: (R, d_inner) -> (R, dim)."""
+    return m.out_proj((y + xc * m.D) * F.silu(z))
 
 
 def export_stream(model: nn.Module, opset: int = MIN_OPSET):
