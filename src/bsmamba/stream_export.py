@@ -140,7 +140,8 @@ class StreamStep(nn.Module):
         frame = torch.gather(raw, 1, idx[None])
         spec = torch.where(last, 0.0, frame @ self.dft).view(1, 1, -1, 2)  # (1, 1, F, 2)
         x = self.groups.encode(spec)  # (1, K, 1, N)
-        x, new = self._mix(x, mixer)
+        ok = hops >= self.lag  # frame f >= 0: calls before it leave the model's states alone
+        x, new = self._mix(x, mixer, ok)
         M = self.groups.decode(x)[:, 0]  # (1, F, 3, 2)
         X = spec[:, 0]  # (1, F, 2)
 
@@ -158,15 +159,14 @@ class StreamStep(nn.Module):
         env = F.pad(env, (0, hop)) + w2
         y = ola[:, :hop] / env[:, :hop].clamp_min(1e-11)
         y = torch.where(hops >= self.delay, y, 0.0)  # samples before 0 are not output
-        ok = hops >= self.lag  # frame f >= 0: calls before it leave the model's states alone
-        states = [X, P, M[..., 2, :], *new]
-        states = [torch.where(ok, s, old) for s, old in zip(states, (prev, partial, tap, *mixer),
-                                                              strict=True)]  # fmt: skip
-        return (y, hops + 1, raw[:, hop:], ola[:, hop:], env[:, hop:], *states)
+        spec_states = zip((X, P, M[..., 2, :]), (prev, partial, tap), strict=True)
+        states = [torch.where(ok, s, old) for s, old in spec_states]
+        return (y, hops + 1, raw[:, hop:], ola[:, hop:], env[:, hop:], *states, *new)
 
-    def _mix(self, x, state):
+    def _mix(self, x, state, ok):
         """``StreamCore.mix`` in ops that export: Mamba through :func:`_mamba_step` (a time
-        pass) and :func:`_mamba_bands` (a band pass), LSTMs as LSTM nodes."""
+        pass) and :func:`_mamba_bands` (a band pass), LSTMs as LSTM nodes. Where ``ok`` is
+        false (before frame 0) the time passes' states stay as they are."""
         _, K, _, N = x.shape
         new, rest = [], list(state)
         for p in self.passes:
@@ -177,24 +177,28 @@ class StreamStep(nn.Module):
                 x = x + y.view(1, K, 1, N)
                 continue
             if mamba:
-                y, *s = _mamba_step(p.mixer, y.reshape(K, N), *rest[:2])
+                y, *s = _mamba_step(p.mixer, y.reshape(K, N), *rest[:2], ok)
             else:
                 y, *s = p.mixer.step(y.reshape(K, 1, N), *rest[:2])
+                s = [torch.where(ok, a, b) for a, b in zip(s, rest[:2], strict=True)]
             rest = rest[2:]
             new += s
             x = x + y.view(1, K, 1, N)
         return x, new
 
 
-def _mamba_step(m, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+def _mamba_step(m, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor, ok: torch.Tensor):
     """One step of a Mamba block on R rows (a time pass: the K bands of the new frame) from the
     carried states, in ops that export: x (R, dim), conv (R, d_conv - 1, d_inner), ssm (R,
-    d_state, d_inner) -> (y (R, dim), conv, ssm). ``Mamba.step``'s arithmetic."""
+    d_state, d_inner) -> (y (R, dim), conv, ssm). ``Mamba.step``'s arithmetic. Where ``ok``
+    (bool (1,)) is false, the states are zero and stay zero: what enters them is zeroed, on
+    (R, d_inner) values rather than a choice between the whole old and new states."""
     xs, z = m.in_proj(x).chunk(2, dim=-1)  # (R, d_inner)
+    xs = torch.where(ok, xs, 0.0)
     xp = torch.cat([conv, xs[:, None]], dim=1)  # (R, d_conv, d_inner): the carried inputs first
     w = m.conv1d.weight[:, 0, :].t()  # (d_conv, d_inner)
     xc = F.silu((xp * w).sum(1) + m.conv1d.bias)  # the causal depthwise conv's newest output
-    decay, inject, C = _ssm_terms(m, xc)  # (R, d_state, d_inner) twice, (R, d_state)
+    decay, inject, C = _ssm_terms(m, xc, ok)  # (R, d_state, d_inner) twice, (R, d_state)
     h = decay * ssm + inject
     y = (C[:, None] @ h)[:, 0]  # C . h: (R, d_inner)
     return _mamba_out(m, y, xc, z), xp[:, 1:], h
@@ -219,14 +223,16 @@ def _mamba_bands(m, x: torch.Tensor) -> torch.Tensor:
     return _mamba_out(m, y, xc, z)
 
 
-def _ssm_terms(m, xc: torch.Tensor):
+def _ssm_terms(m, xc: torch.Tensor, ok: torch.Tensor | None = None):
     """xc (R, d_inner), the conv's output -> the decays exp(delta A) and the inputs delta B x
     (R, d_state, d_inner), d_inner innermost so that onnxruntime's broadcasts run along rows,
-    and C (R, d_state). softplus as :func:`bsmamba.export_graph.softplus`."""
+    and C (R, d_state); the inputs zero where ``ok`` is false. softplus as
+    :func:`bsmamba.export_graph.softplus`."""
     dt, B, C = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
     delta = softplus(m.dt_proj(dt))  # (R, d_inner)
     A = -torch.exp(m.A_log.float()).t()  # (d_state, d_inner)
-    return torch.exp(delta[:, None] * A), B[..., None] * (delta * xc)[:, None], C
+    u = delta * xc if ok is None else torch.where(ok, delta * xc, 0.0)
+    return torch.exp(delta[:, None] * A), B[..., None] * u[:, None], C
 
 
 def _mamba_out(m, y: torch.Tensor, xc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
