@@ -166,16 +166,37 @@ class OnnxStreamer:
         self.sample_rate, self.n_fft = stft["sample_rate"], stft["n_fft"]
         self.hop, self.delay = stream["hop"], stream["delay_calls"]
         self.latency = stream["latency_samples"]
-        self._init = {
-            s["name"]: np.zeros(s["shape"], dtype=np.dtype(s["dtype"])) for s in stream["states"]
-        }
-        self._outputs = ["enhanced", *(f"{name}_next" for name in self._init)]
+        # Two sets of state buffers, each bound once as the inputs of one IOBinding and the
+        # outputs of the other: a call reads one set and writes the other in place, then the
+        # two swap (no state is copied or allocated per call). samples, last and enhanced are
+        # fixed buffers too, filled or read in place.
+        ort = need("onnxruntime", what="--engine onnxruntime")[0]
+        sets = [{s["name"]: np.zeros(s["shape"], np.dtype(s["dtype"])) for s in stream["states"]}
+                for _ in range(2)]  # fmt: skip
+        self._samples = np.zeros((1, self.hop), np.float32)
+        self._last = np.zeros(1, bool)
+        self._enhanced = np.zeros((1, self.hop), np.float32)
+        value = ort.OrtValue.ortvalue_from_numpy
+        self._bindings = []
+        for src, dst in ((sets[0], sets[1]), (sets[1], sets[0])):
+            io = self.session.io_binding()
+            io.bind_ortvalue_input("samples", value(self._samples))
+            io.bind_ortvalue_input("last", value(self._last))
+            io.bind_ortvalue_output("enhanced", value(self._enhanced))
+            for name in src:
+                io.bind_ortvalue_input(name, value(src[name]))
+                io.bind_ortvalue_output(f"{name}_next", value(dst[name]))
+            self._bindings.append((io, src, dst))
         self.reset()
 
     def reset(self) -> None:
         import numpy as np
 
-        self._state = dict(self._init)
+        for _, src, _ in self._bindings:
+            for buf in src.values():
+                buf.fill(0)
+        self._turn = 0  # which binding runs next
+        self._state = self._bindings[0][1]  # the current states
         self._pending = np.zeros(0, np.float32)  # input not yet a whole hop
         self._recent = np.zeros(0, np.float32)  # the last n_fft input samples (for flush)
         self._received = 0
@@ -234,12 +255,13 @@ class OnnxStreamer:
         """One graph call on one hop; returns its output if it lies after sample 0."""
         import numpy as np
 
-        feeds = {"samples": samples.astype(np.float32)[None], "last": np.array([last]),
-                 **self._state}  # fmt: skip
-        y, *states = self.session.run(self._outputs, feeds)
-        self._state = dict(zip(self._init, states, strict=True))
+        io, _, dst = self._bindings[self._turn]
+        self._samples[0] = samples
+        self._last[0] = last
+        self.session.run_with_iobinding(io)
+        self._turn, self._state = 1 - self._turn, dst
         self._calls += 1
-        return y[0] if self._calls > self.delay else y[0, :0]
+        return self._enhanced[0].copy() if self._calls > self.delay else np.zeros(0, np.float32)
 
     def _array(self, chunk):
         import numpy as np
