@@ -7,8 +7,9 @@ import bsmamba
 
 SRC = Path(bsmamba.__file__).parent
 LOWER = ("data", "metrics", "model", "scan", "norms", "frontend", "units", "losses", "checkpoint")
-HIGHER = ("train", "memory", "study", "cli", "enhance", "export", "stream")
-INFERENCE = ("enhance", "stream", "export", "memory")
+INFERENCE = ("enhance", "enhance_cli", "stream", "stream_core", "stream_export", "causal",
+             "export", "export_graph", "onnx_engine", "memory")  # fmt: skip
+HIGHER = ("train", "study", "cli", *INFERENCE)
 
 
 def _imports(path: Path) -> set[str]:
