@@ -194,6 +194,23 @@ def test_both_paths_tile_the_batch_and_match_the_reference_with_gradients(monkey
         torch.testing.assert_close(g_got[k], g_ref[k], rtol=1e-9, atol=1e-10, msg=k)
 
 
+@pytest.mark.parametrize("budget, tile", [(2 * 3 * 4, (1, 2)), (5 * 3 * 4 * 3, (3, 5))])
+def test_inference_tiles_rows_first_and_matches_the_reference(monkeypatch, budget, tile):
+    from bsmamba.scan import fused
+
+    # rows first: a small budget gives 2-row tiles of one step (a ragged last one), a larger one
+    # all 5 rows (read out straight into y) and then 3 steps a tile (a ragged last chunk of L 10)
+    monkeypatch.setattr(fused, "INFER_TILE_ELEMENTS", budget)
+    assert fused._infer_tile(10, 5, 3, 4, torch.device("cpu")) == tile
+    x = _trained_like(5, 3, 4, 10, seed=3)
+    kw = {"delta_softplus": True, "return_last_state": True}
+    with torch.no_grad():
+        ref = _run(selective_scan_reference, x, **kw)
+        got = _run(selective_scan_fused, x, **kw)
+    for r, o in zip(ref, got, strict=True):
+        torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
+
+
 def _req(v, dtype=None):
     return None if v is None else (v if dtype is None else v.to(dtype)).clone().requires_grad_()
 
