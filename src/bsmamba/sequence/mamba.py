@@ -144,17 +144,27 @@ class Mamba(nn.Module):
         xc = torch.addcmul(self.conv1d.bias, xs, w[:, -1])  # (L, B, d_inner)
         for j in range(1, min(self.d_conv, L)):
             xc[j:].addcmul_(xs[:-j], w[:, -1 - j])
-        xc = F.silu(xc, inplace=not torch.is_grad_enabled())  # backward needs the input
+        grad = torch.is_grad_enabled()
+        xc = F.silu(xc, inplace=not grad)  # backward needs the input
         dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if grad:
+            delta, bias, gate = dt @ self.dt_proj.weight.T, self.dt_proj.bias.float(), z
+        else:  # the bias inside the product, and the gate in place: fewer full-size temporaries
+            delta = torch.addmm(
+                self.dt_proj.bias, dt.reshape(-1, self.dt_rank), self.dt_proj.weight.T
+            )
+            delta, bias, gate = delta.view(L, -1, d), None, None
         y, _ = scan_time_major(
             xc,
-            dt @ self.dt_proj.weight.T,  # bias added in the scan
+            delta,
             Bm,
             Cm,
             -torch.exp(self.A_log.float()),
             D=self.D.float(),
-            z=z,
-            delta_bias=self.dt_proj.bias.float(),
+            z=gate,
+            delta_bias=bias,
             delta_softplus=True,
         )
+        if gate is None:
+            y = y.mul_(F.silu(z.to(y.dtype), inplace=True))
         return self.out_proj(y.to(x.dtype)).transpose(0, 1)  # (B, L, dim)
