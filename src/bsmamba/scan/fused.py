@@ -82,13 +82,14 @@ def _infer_tile(L: int, b: int, d: int, n: int, device: torch.device) -> tuple[i
 LOG2E = math.log2(math.e)
 
 
-def _states(h0, delta, du, At2, B):
+def _states(h0, delta, du, At2, B, a=None, H=None):
     """Decays a (k, r, n, d) and states H (k, r, n, d) of one tile from its start h0 (r, n, d).
 
     delta, du (k, r, d) are delta_t and delta_t u_t; At2 (n, d) is A^T log2(e); B (k, r, n).
+    ``a`` and ``H``, when given, are (k, r, n, d) buffers to write them into.
     """
-    a = torch.mul(delta[:, :, None, :], At2).exp2_()  # exp(delta_t A)
-    H = torch.mul(du[:, :, None, :], B[:, :, :, None])  # inputs b_t, turned into states below
+    a = torch.mul(delta[:, :, None, :], At2, out=a).exp2_()  # exp(delta_t A)
+    H = torch.mul(du[:, :, None, :], B[:, :, :, None], out=H)  # inputs b_t, states below
     h = h0
     for a_t, H_t in zip(a.unbind(0), H.unbind(0), strict=True):
         H_t.addcmul_(a_t, h)
@@ -112,6 +113,10 @@ def _scan(u, delta, At, B, C, K, starts=None, rows=None):
     rows = rows or _tile_rows(b, K, d, n, u.device)
     du, At2 = delta * u, At * LOG2E
     y, last = u.new_empty(L, b, d), u.new_empty(b, n, d)
+    # Every tile reuses three buffers: decays, and states in two that alternate (the next tile
+    # starts from the last one's final state). A fresh tile each time cost page faults: a tile
+    # is ~2 MB, beyond what malloc recycles, and CPU tensors have no caching allocator.
+    abuf, Hbuf, Hnext = u.new_empty(3, min(K, L) * min(rows, b) * n * d).unbind(0)
     for i in range(0, b, rows):
         j = min(i + rows, b)
         h = u.new_zeros(j - i, n, d)
@@ -119,8 +124,9 @@ def _scan(u, delta, At, B, C, K, starts=None, rows=None):
             e = min(s + K, L)
             if starts is not None:
                 starts[c, i:j] = h
-            _, H = _states(h, delta[s:e, i:j], du[s:e, i:j], At2, B[s:e, i:j])
-            h = H[-1]
+            a, H = (x[: (e - s) * (j - i) * n * d].view(e - s, j - i, n, d) for x in (abuf, Hbuf))
+            _states(h, delta[s:e, i:j], du[s:e, i:j], At2, B[s:e, i:j], a, H)
+            h, Hbuf, Hnext = H[-1], Hnext, Hbuf
             # readout C_t . h_t: one (1, n) @ (n, d) product per (step, row); straight into y
             # when the tile spans all rows (then y[s:e] is contiguous)
             Ct, Hs = C[s:e, i:j].reshape(-1, 1, n), H.view(-1, n, d)
