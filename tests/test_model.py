@@ -115,3 +115,27 @@ def test_bf16_autocast_keeps_the_scan_in_float32_and_trains():
     assert float((out.detach().float() - ref).norm() / ref.norm()) < 0.02
     out.float().pow(2).mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_kept_heap_reuses_freed_blocks_instead_of_faulting_in_fresh_pages():
+    import resource
+
+    from bsmamba import model
+
+    if model._mallopt() is None or not hasattr(resource, "RUSAGE_THREAD"):
+        pytest.skip("glibc's mallopt and per-thread rusage only")
+
+    def faults(fn) -> int:  # minor page faults of this thread while fn runs
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        fn()
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    torch.manual_seed(0)
+    m, wav = build_model("modified").eval(), torch.randn(1, 32000)
+    with torch.inference_mode():
+        with model.kept_heap():
+            m(wav)  # the heap grows to what a forward needs
+            inside = faults(lambda: m(wav))
+        outside = faults(lambda: m(wav))  # glibc's defaults: large temporaries are fresh pages
+    assert outside > 5000  # ~40k here: a 2 s forward has ~100 MB of large temporaries
+    assert inside < outside / 5
