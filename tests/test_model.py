@@ -119,7 +119,7 @@ def test_bf16_autocast_keeps_the_scan_in_float32_and_trains():
 
 _FAULTS = """
 import json, resource, torch
-from bsmamba import model
+from bsmamba import heap, model
 torch.set_num_threads(1)
 def faults(fn):  # minor page faults of this thread while fn runs
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
@@ -130,7 +130,7 @@ m, wav = model.build_model("modified").eval(), torch.randn(1, 4 * 16000)
 with torch.inference_mode():
     m(wav)
     plain = faults(lambda: m(wav))
-    with model.kept_heap():
+    with heap.kept_heap():
         m(wav)  # the heap grows to what a forward needs
         kept = faults(lambda: m(wav))
 print(json.dumps({"plain": plain, "kept": kept}))
@@ -143,9 +143,9 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_in_fresh_pages():
     import subprocess
     import sys
 
-    from bsmamba import model
+    from bsmamba import heap
 
-    if model._mallopt() is None or not hasattr(resource, "RUSAGE_THREAD"):
+    if heap._mallopt() is None or not hasattr(resource, "RUSAGE_THREAD"):
         pytest.skip("glibc's mallopt and per-thread rusage only")
     # a fresh process: glibc's malloc as it starts, not as earlier tests left it
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bsmamba import env, files
+from bsmamba import env, files, heap
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".au")
 MIN_CHUNK_S = 1.0  # shortest chunk (seconds) the chunked path accepts
@@ -83,7 +83,7 @@ class Enhancer:
         if sample_rate != self.sample_rate:
             self.notes.append(f"resampled {sample_rate} Hz -> {self.sample_rate} Hz")
             x = resample(x, sample_rate, self.sample_rate)
-        with torch.inference_mode():
+        with torch.inference_mode(), heap.kept_heap():  # large temporaries reuse pages
             y = self._chunked(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return y.float().cpu().numpy()
 
