@@ -151,5 +151,7 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_in_fresh_pages():
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.splitlines()[-1])
-    assert got["plain"] > 10000, got  # ~58k here: a 4 s forward's temporaries are fresh pages
+    # ~10k-58k here (glibc adapts its thresholds as it goes): a 4 s forward's temporaries are
+    # fresh pages each time
+    assert got["plain"] > 2000, got
     assert got["kept"] < got["plain"] / 10, got
