@@ -148,6 +148,9 @@ class StudyConfig:
     examples: int = 3  # enhanced wavs + spectrogram PNGs per system in the report folder
     bootstrap: int = 2000  # paired-bootstrap resamples for ranking verdicts
     abl3_only_fallback: bool = False  # the plan's last resort: run abl3 alone if others don't fit
+    # No-reference DNSMOS (SIG, BAK, OVRL) of every enhanced test set and the noisy input, as a
+    # stage after evaluate, and their columns in the report; needs the `nr` extra.
+    dnsmos: bool = False
     # Runs trained at once, each in its own process (use train.threads=1 on CPU). 0 = one run
     # per train.devices GPUs on a GPU machine, 1 on a CPU; GPUs cap it (a run never shares one).
     jobs: int = 0

@@ -13,6 +13,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+# No-reference DNSMOS P.835 scores (1-5), the study's optional columns (study.dnsmos).
+DNSMOS_KEYS = ("sig", "bak", "ovrl")
+DNSMOS_LABELS = {"sig": "SIG", "bak": "BAK", "ovrl": "OVRL"}
+
 # Column order papers use for VB-DMD tables.
 METRIC_KEYS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi", "si_sdr")
 # Their column headings in tables.
@@ -90,6 +94,7 @@ def metric_row(values: dict[str, Any]) -> dict[str, Any]:
 # same names. Every record has these; a failed or skipped stage has "error" (and a traceback).
 RECORD_VERSION = 1
 STAGES = ("params", "memory", "train", "enhance", "evaluate")
+OPTIONAL_STAGES = ("dnsmos",)  # run only when the study asks (study.dnsmos)
 DONE, FAILED, SKIPPED = "done", "failed", "skipped"
 _RECORD_COMMON = ("record_version", "stage", "status", "stage_time_s", "error", "traceback")
 STAGE_FIELDS = {
@@ -112,6 +117,9 @@ STAGE_FIELDS = {
     "enhance": ("summary", "wall_s", "audio_s", "rtf", "threads", "worker"),
     # summary: bsmamba evaluate's summary; per_utterance_csv: relative to the record's run dir.
     "evaluate": ("summary", "per_utterance_csv"),
+    # summary: bsmamba.dnsmos.score_dirs's summary (kind "dnsmos"); per_utterance_csv: its
+    # dnsmos.csv, relative to the record's run dir (or noisy/).
+    "dnsmos": ("summary", "per_utterance_csv"),
 }
 
 
@@ -119,7 +127,8 @@ def stage_record(stage: str, status: str, **fields: Any) -> dict[str, Any]:
     """A stage record of ``stage`` with ``status``; a field not in ``STAGE_FIELDS`` is an
     error (the report reads these names and no others)."""
     if stage not in STAGE_FIELDS:
-        raise ValueError(f"schema: unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+        valid = ", ".join(STAGES + OPTIONAL_STAGES)
+        raise ValueError(f"schema: unknown stage {stage!r}; valid: {valid}")
     if status not in (DONE, FAILED, SKIPPED):
         raise ValueError(f"schema: unknown stage status {status!r}")
     unknown = set(fields) - set(STAGE_FIELDS[stage]) - set(_RECORD_COMMON)

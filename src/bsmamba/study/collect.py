@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bsmamba import schema
 from bsmamba.data import manifest_snrs
 from bsmamba.memory.plan import verdict_text
 from bsmamba.study import records, stats
@@ -63,10 +64,24 @@ def _system_row(sdir: Path, system: str, damaged: list[str]) -> dict[str, Any]:
     return row
 
 
-def _seed_runs(sdir: Path, system: str, seeds: list[int], row: dict, damaged: list[str]):
-    """Read every seed's stage records into ``row``; returns (the scored seeds' utterances,
-    ``{seed: the train record's worker}``)."""
+def _scores(rdir: Path, stage: str, rec: dict, status: dict, damaged: list[str]):
+    """The per-utterance scores of a run's evaluate or dnsmos record ``rec`` (None when not
+    finished or damaged: then ``status[stage]`` says "damaged" and ``damaged`` says why)."""
+    fix = f"delete {records.run_stage_path(rdir, stage)} and rerun the study to recompute it"
+    before = len(damaged)
+    u = records.utterances_of(rec, rdir, damaged, fix)
+    if len(damaged) > before:  # never averaged: this seed's scores are left out
+        status[stage] = "damaged"
+    return u
+
+
+def _seed_runs(
+    sdir: Path, system: str, seeds: list[int], row: dict, damaged: list[str], dnsmos: bool
+):
+    """Read every seed's stage records into ``row`` (and its dnsmos records when ``dnsmos``);
+    returns (the scored seeds' utterances, ``{seed: the train record's worker}``)."""
     per_seed, step_times, rtfs, seeds_status, workers = [], [], [], {}, {}
+    dnsmos_per_seed = []
     for seed in seeds:
         rdir = sdir / system / f"s{seed}"
         st = {s: records.read(records.run_stage_path(rdir, s), damaged) for s in records.RUN_STAGES}
@@ -80,16 +95,22 @@ def _seed_runs(sdir: Path, system: str, seeds: list[int], row: dict, damaged: li
             step_times.append(float(tr["step_time_s"]))
         if st["enhance"].get("status") == DONE and st["enhance"].get("rtf") is not None:
             rtfs.append(float(st["enhance"]["rtf"]))
-        path = records.run_stage_path(rdir, "evaluate")
-        fix = f"delete {path} and rerun the study to recompute it"
-        before = len(damaged)
-        u = records.utterances_of(st["evaluate"], rdir, damaged, fix)
-        if len(damaged) > before:  # never averaged: this seed's scores are left out
-            seeds_status[str(seed)]["evaluate"] = "damaged"
+        u = _scores(rdir, "evaluate", st["evaluate"], seeds_status[str(seed)], damaged)
         if u:
             per_seed.append(u)
+        if dnsmos:
+            dn = records.read(records.run_stage_path(rdir, "dnsmos"), damaged)
+            seeds_status[str(seed)]["dnsmos"] = dn.get("status", "missing")
+            if dn.get("error"):
+                row["per_stage_error"][f"s{seed}/dnsmos"] = dn["error"]
+            u = _scores(rdir, "dnsmos", dn, seeds_status[str(seed)], damaged)
+            if u:
+                dnsmos_per_seed.append(u)
     row["stages"]["by_seed"] = seeds_status
     row["seeds_scored"] = len(per_seed)
+    if dnsmos:  # the study asked for them: mean ± std as the other metrics
+        row["dnsmos_metrics"], _ = stats.mean_std(dnsmos_per_seed, schema.DNSMOS_KEYS)
+        row["dnsmos_seeds_scored"] = len(dnsmos_per_seed)
     row["step_time_s"] = float(np.mean(step_times)) if step_times else None
     row["rtf"] = float(np.mean(rtfs)) if rtfs else None
     return per_seed, workers
@@ -120,12 +141,20 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
     if noisy_utts:
         noisy["metrics"], _ = stats.mean_std([noisy_utts])
         noisy["by_snr"] = stats.by_snr([noisy_utts], snr, levels)
+    dnsmos = bool(meta.get("config", {}).get("study", {}).get("dnsmos"))  # asked for last run
+    if dnsmos:
+        rec = records.read(sdir / "noisy" / "dnsmos.json", damaged)
+        fix = f"delete {sdir / 'noisy' / 'dnsmos.json'} and rerun the study to recompute it"
+        u = records.utterances_of(rec, sdir / "noisy", damaged, fix)
+        noisy["dnsmos_status"] = rec.get("status", "missing")
+        noisy["dnsmos_error"] = rec.get("error")
+        noisy["dnsmos_metrics"], _ = stats.mean_std([u] if u else [], schema.DNSMOS_KEYS)
 
     systems, runs, utts = {}, {}, {"noisy": [noisy_utts] if noisy_utts else []}
     std_over = set()
     for system in meta["systems"]:
         row = _system_row(sdir, system, damaged)
-        per_seed, workers = _seed_runs(sdir, system, meta["seeds"], row, damaged)
+        per_seed, workers = _seed_runs(sdir, system, meta["seeds"], row, damaged, dnsmos)
         runs[system] = {
             seed: {**st, "worker": workers[seed]} for seed, st in row["stages"]["by_seed"].items()
         }
@@ -148,6 +177,7 @@ def collect(study_dir: str | Path) -> tuple[dict, dict]:
         "systems": meta["systems"],
         "seeds": meta["seeds"],
         "n_test_utterances": len(snr),
+        "dnsmos": dnsmos,  # study.dnsmos: rows carry "dnsmos_metrics" (SIG, BAK, OVRL)
         "std_over": over,
         "plan_shape": meta["plan_shape"],
         "train_shape": meta["train_shape"],

@@ -85,6 +85,7 @@ _FREE_TO_CHANGE = (
     "study.seeds",
     "study.out",
     "study.examples",
+    "study.dnsmos",  # turned on later: only the DNSMOS stages run
     "study.bootstrap",
     "study.jobs",
     "study.launcher",

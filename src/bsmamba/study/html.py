@@ -142,7 +142,7 @@ def render(doc: dict, study_dir: str | Path) -> str:
         )
     out += [
         "<h2>Results</h2>",
-        _table(tables.TABLE_HEADER, tables.table_rows(doc)),
+        _table(tables.table_header(doc), tables.table_rows(doc)),
         f'<p class="note">{escape(tables.shapes_note(doc))}</p>',
     ]
     failures = [
@@ -152,6 +152,8 @@ def render(doc: dict, study_dir: str | Path) -> str:
     ]
     if doc["noisy"].get("error"):
         failures.insert(0, f"noisy input evaluate: {doc['noisy']['error']}")
+    if doc["noisy"].get("dnsmos_error"):
+        failures.insert(0, f"noisy input dnsmos: {doc['noisy']['dnsmos_error']}")
     for head, items in (("Stages that did not finish", failures), ("Warnings", doc["warnings"])):
         if items:
             lis = "".join(f"<li>{escape(str(i))}</li>" for i in items)

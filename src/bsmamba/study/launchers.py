@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from bsmamba.study import records  # light: json, csv and the schema
 from bsmamba.study.records import (
-    DONE,
     RUN_STAGES,
     RUNNING_ELSEWHERE,
     SKIPPED,
@@ -283,9 +282,7 @@ def run_slurm(
         rdir = sdir / system / f"s{seed}"
         st = {k: records.status(run_stage_path(rdir, k)) for k in RUN_STAGES}
         who = holder(rdir)
-        scored = st["evaluate"] == DONE and not records.scores_damage(
-            records.read(run_stage_path(rdir, "evaluate"), []), rdir
-        )
+        scored = records.run_finished(rdir, bool(cfg.study.dnsmos))
         if scored or st["train"] == SKIPPED:
             outcomes.append((st, []))
         elif who is not None:  # a job of an earlier submission is running it

@@ -24,7 +24,8 @@ SUBMITTED, RUNNING_ELSEWHERE = "submitted", "running_elsewhere"
 RUN_STAGES = STAGES[2:]  # train, enhance, evaluate: the stages of one system x seed
 FIX = "delete it and rerun the study with the same arguments to recompute it"
 UTTERANCE_CSV = "per_utterance.csv"  # what `bsmamba evaluate` writes into its out folder
-_NAME_COLUMN = "file"  # ... and its utterance column
+DNSMOS_CSV = "dnsmos.csv"  # what its no-reference scoring (bsmamba.dnsmos) writes beside it
+_NAME_COLUMN = "file"  # ... and their utterance column
 
 
 class DamagedRecord(ValueError):
@@ -66,27 +67,48 @@ def run_stage_path(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / "stages" / f"{stage}.json"
 
 
+def run_finished(run_dir: Path, dnsmos: bool) -> bool:
+    """Whether a system x seed run has nothing left to do: its evaluate record (and, when the
+    study asks for DNSMOS, its dnsmos record) is done with scores the report can read."""
+    need = ("evaluate", "dnsmos") if dnsmos else ("evaluate",)
+    for stage in need:
+        rec = read(run_stage_path(run_dir, stage), [])
+        if rec.get("status") != DONE or scores_damage(rec, run_dir):
+            return False
+    return True
+
+
 def fits(plan: dict) -> bool:
     """Whether a memory plan (``memory.plan.plan``'s result) fits its budget."""
     return plan.get("verdict") == "fits"
 
 
 # ----------------------------------------------------------------------------- utterances
-def utterance_csv(out_dir: Path) -> str:
-    """The per-utterance CSV of an evaluate ``out_dir``, relative to the folder above it (the
-    ``per_utterance_csv`` of an evaluate record)."""
+def utterance_csv(out_dir: Path, name: str = UTTERANCE_CSV) -> str:
+    """The per-utterance CSV ``name`` of an evaluate ``out_dir``, relative to the folder above
+    it (the ``per_utterance_csv`` of an evaluate or dnsmos record)."""
     out_dir = Path(out_dir)
-    return str((out_dir / UTTERANCE_CSV).relative_to(out_dir.parent))
+    return str((out_dir / name).relative_to(out_dir.parent))
+
+
+def _score_columns(record: dict | None) -> tuple[tuple[str, ...], str]:
+    """The score columns of a record's per-utterance CSV and the summary field that counts its
+    rows: a dnsmos record's (``bsmamba.dnsmos``), else an evaluate record's."""
+    if (record or {}).get("stage") == "dnsmos":
+        return schema.DNSMOS_KEYS, "files"
+    return schema.METRIC_KEYS, "pairs"
 
 
 def read_utterances(csv_path: Path, record: dict | None = None) -> dict[str, dict[str, float]]:
-    """Per-utterance scores ``{file name: {metric: value}}`` from an evaluation CSV.
+    """Per-utterance scores ``{file name: {metric: value}}`` from an evaluation CSV (the DNSMOS
+    CSV when ``record`` is a dnsmos stage record: its SIG, BAK, OVRL columns).
 
     Empty cells (a metric that failed on that file) become NaN. Raises :class:`DamagedRecord`
     naming the file and line for a row with missing or extra fields, a cell that is not a
     number, a repeated name or a cut-off last line, and, when the stage ``record`` (its
     ``summary``) is given, for a row count or per-metric count that differs from it.
     """
+    keys, count_field = _score_columns(record)
     text = Path(csv_path).read_text()
     if text and not text.endswith("\n"):  # every row the writer writes ends with one
         raise DamagedRecord(f"{csv_path}: the last line is cut off (truncated file)")
@@ -107,15 +129,14 @@ def read_utterances(csv_path: Path, record: dict | None = None) -> dict[str, dic
         name = Path(r[_NAME_COLUMN]).name
         if name in out:
             raise DamagedRecord(f"{csv_path}: line {line} repeats {name}")
-        out[name] = {k: _cell_value(r.get(k), csv_path, line, k) for k in schema.METRIC_KEYS}
+        out[name] = {k: _cell_value(r.get(k), csv_path, line, k) for k in keys}
     summary = (record or {}).get("summary") or {}
-    if isinstance(summary.get("pairs"), int) and summary["pairs"] != len(out):
-        raise DamagedRecord(
-            f"{csv_path}: {len(out)} rows, its stage record says {summary['pairs']} pairs"
-        )
+    n = summary.get(count_field)
+    if isinstance(n, int) and n != len(out):
+        raise DamagedRecord(f"{csv_path}: {len(out)} rows, its stage record says {n} {count_field}")
     stats = (summary.get("metrics") or {}).get("enhanced") or {}
     for k, st in stats.items():
-        have = sum(math.isfinite(u[k]) for u in out.values()) if k in schema.METRIC_KEYS else None
+        have = sum(math.isfinite(u[k]) for u in out.values()) if k in keys else None
         if have is not None and isinstance(st, dict) and st.get("count") not in (None, have):
             raise DamagedRecord(
                 f"{csv_path}: {have} {k} values, its stage record says {st['count']}"

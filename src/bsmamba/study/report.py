@@ -52,8 +52,9 @@ def build(study_dir: str | Path) -> dict:
 
 def table_text(doc: dict) -> str:
     """The main table as aligned plain text (what the CLI prints)."""
-    rows = [tables.TABLE_HEADER, *tables.table_rows(doc)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(tables.TABLE_HEADER))]
+    header = tables.table_header(doc)
+    rows = [header, *tables.table_rows(doc)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n" + tables.shapes_note(doc)
@@ -83,7 +84,7 @@ def markdown(doc: dict) -> str:
     out += [
         "## Results",
         "",
-        _md_table(tables.TABLE_HEADER, tables.table_rows(doc)),
+        _md_table(tables.table_header(doc), tables.table_rows(doc)),
         "",
         tables.shapes_note(doc),
         "",
@@ -95,6 +96,8 @@ def markdown(doc: dict) -> str:
     ]
     if doc["noisy"].get("error"):
         failures.insert(0, f"- noisy input evaluate: {doc['noisy']['error']}")
+    if doc["noisy"].get("dnsmos_error"):
+        failures.insert(0, f"- noisy input dnsmos: {doc['noisy']['dnsmos_error']}")
     if failures:
         out += ["### Stages that did not finish", "", *failures, ""]
     if doc.get("damaged"):
@@ -149,28 +152,31 @@ def markdown(doc: dict) -> str:
 
 
 def _any_failed(doc: dict) -> bool:
-    cells = [doc["noisy"].get("metrics")] + [
-        doc["by_system"][s].get("metrics") for s in doc["systems"]
-    ]
+    rows = [doc["noisy"]] + [doc["by_system"][s] for s in doc["systems"]]
+    cells = [r.get("metrics") for r in rows] + [r.get("dnsmos_metrics") for r in rows]
     return any(c.get("failures") for m in cells if m for c in m.values())
 
 
 def results_csv(doc: dict) -> str:
-    """One row per system (and the noisy input): means, stds, params, memory, time, RTF."""
+    """One row per system (and the noisy input): means, stds (SIG, BAK, OVRL too when the study
+    asked for DNSMOS), params, memory, time, RTF."""
+    keys = schema.METRIC_KEYS + (schema.DNSMOS_KEYS if doc.get("dnsmos") else ())
     cols = ["system"]
-    for k in schema.METRIC_KEYS:
+    for k in keys:
         cols += [k, f"{k}_std"]
     cols += ["params", "peak_bytes", "peak_source", "step_time_s", "rtf", "seeds_scored"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
-    entries = [("noisy", {"metrics": doc["noisy"].get("metrics")})]
+    noisy = doc["noisy"]
+    entries = [("noisy", {k: noisy.get(k) for k in ("metrics", "dnsmos_metrics")})]
     entries += [(s, doc["by_system"][s]) for s in doc["systems"]]
     for name, r in entries:
         row = {c: "" for c in cols}
         row["system"] = name
-        for k in schema.METRIC_KEYS:
-            cell = (r.get("metrics") or {}).get(k) or {}
+        for k in keys:
+            where = "dnsmos_metrics" if k in schema.DNSMOS_KEYS else "metrics"
+            cell = (r.get(where) or {}).get(k) or {}
             row[k] = _csv_num(cell.get("mean"))
             row[f"{k}_std"] = _csv_num(cell.get("std"))
         for k in ("params", "peak_bytes", "peak_source", "step_time_s", "rtf", "seeds_scored"):

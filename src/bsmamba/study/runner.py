@@ -6,13 +6,15 @@ Folder layout of a study (``studies/<recipe>/`` unless ``study.out``)::
     test_snr.json                 input SNR of every test utterance (measured from the files)
     testset/{clean,noisy}/        the scored subset when ``study.test_limit`` > 0
     noisy/evaluation.json         the noisy-input row (+ per-utterance CSV)
+    noisy/dnsmos.json             with study.dnsmos: its DNSMOS (+ eval/dnsmos.csv)
     <system>/params.json          parameter counts (seed-independent)
     <system>/memory.json          memory plan at the plan's shape (+ ladder events)
     <system>/s<seed>/             the training run dir (train.out): config.yaml, the run's config
                                   resolved once from the study's before training (configs.py),
                                   and:
         stages/{train,enhance,evaluate}.json   each stage's record (status, time, outcome)
-        enhanced/  eval/          enhanced test set, per-utterance scores
+        stages/dnsmos.json        with study.dnsmos: the no-reference scores' record
+        enhanced/  eval/          enhanced test set, per-utterance scores (+ dnsmos.csv)
     report.md results.csv results.json plots/ audio/   (from bsmamba.study.report)
 
 Resumable: a stage whose record says ``done`` is never rerun; an interrupted training is handed
@@ -119,6 +121,15 @@ def _run_one_locked(
 
     ev = stages.stage(rec_dir / "evaluate.json", "evaluate", _evaluate, say=say, scores_in=rdir)
     statuses = {"train": tr["status"], "enhance": en["status"], "evaluate": ev["status"]}
+    if cfg.study.dnsmos:  # its own stage: turned on later, it is all a rerun computes
+
+        def _dnsmos():
+            if en["status"] != DONE:
+                raise stages.Skip("enhancement did not finish")
+            return stages.dnsmos_stage(rdir / "enhanced", rdir / "eval", eval_workers)
+
+        dn = stages.stage(rec_dir / "dnsmos.json", "dnsmos", _dnsmos, say=say, scores_in=rdir)
+        statuses["dnsmos"] = dn["status"]
     return statuses, computed
 
 
@@ -183,6 +194,8 @@ def run_study(
         from bsmamba.study.launchers import check_slurm
 
         check_slurm()
+    if cfg.study.dnsmos:
+        stages.check_dnsmos_extra()
     root = testset.resolve_data(cfg)
     # One study at a time per folder: a second one would race this one's records.
     with FolderLock(sdir, what="study"):
@@ -243,6 +256,14 @@ def _run_study_locked(cfg, sdir, root, report, echo, child_stream, executor) -> 
         say=teller("noisy"),
         scores_in=sdir / "noisy",
     )
+    if cfg.study.dnsmos:
+        stages.stage(
+            sdir / "noisy" / "dnsmos.json",
+            "dnsmos",
+            lambda: stages.dnsmos_stage(noisy_dir, sdir / "noisy" / "eval"),
+            say=teller("noisy"),
+            scores_in=sdir / "noisy",
+        )
 
     # Phase 1: seed-independent measurements at the plan's shape.
     fits: dict[str, bool] = {}
@@ -329,12 +350,13 @@ def main(args: argparse.Namespace) -> int:
         out = run_study(cfg)
     if args.json:
         print(json.dumps(out["results"], indent=2))
+    ok = (DONE, SUBMITTED, RUNNING_ELSEWHERE)  # queued or running elsewhere: not a failure
     bad = [
         f"{s}/s{seed}"
         for s, by_seed in out["runs"].items()
         for seed, st in by_seed.items()
-        # skipped by choice, queued or running in another process: not a failure
-        if st["evaluate"] not in (DONE, SUBMITTED, RUNNING_ELSEWHERE) and st["train"] != SKIPPED
+        # skipped by choice: not a failure either
+        if (st["evaluate"] not in ok or st.get("dnsmos", DONE) not in ok) and st["train"] != SKIPPED
     ]
     if bad:  # the report is written all the same; the exit status tells scripts
         print(f"[study] not finished: {', '.join(bad)} (see report.md)", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The stages of a study, each recorded by :func:`stage`: params, memory (per system), train,
-enhance, evaluate (per system x seed); a stage whose record says ``done`` is never rerun.
+enhance, evaluate and, when the study asks (``study.dnsmos``), dnsmos (per system x seed); a
+stage whose record says ``done`` is never rerun.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def stage(record_path: Path, name: str, fn, *, say, scores_in: Path | None = Non
     """Run ``fn() -> dict`` unless ``record_path`` says it is done; record the outcome.
 
     ``say(stage, status)`` is told "reused", or "running" and then the final status. An
-    evaluate record (``scores_in``: the folder its ``per_utterance_csv`` is relative to) is
-    reused only when the report can read its scores; damaged ones are recomputed.
+    evaluate or dnsmos record (``scores_in``: the folder its ``per_utterance_csv`` is relative
+    to) is reused only when the report can read its scores; damaged ones are recomputed.
     """
     old = records.read(record_path, [])  # damaged: recomputed, as if never written
     if old.get("status") == DONE:
@@ -195,6 +196,35 @@ def evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path, workers=None) 
         workers = 2 if len(list(Path(deg_dir).glob("*.wav"))) > 8 else 0
     summary = evaluate_dirs(clean_dir, deg_dir, out_dir=out_dir, workers=workers)
     return {"summary": summary, "per_utterance_csv": records.utterance_csv(out_dir)}
+
+
+def check_dnsmos_extra() -> None:
+    """A one-line ``ValueError`` naming the ``nr`` extra when ``study.dnsmos`` cannot run here
+    (called before any work starts, so a study never trains for an hour and then fails)."""
+    try:
+        import onnxruntime  # noqa: F401
+        from speechmos import dnsmos  # noqa: F401
+    except ImportError as e:
+        raise ValueError(
+            f"study.dnsmos=true needs the '{e.name}' package of the nr extra: "
+            'pip install -e ".[nr]" (or drop study.dnsmos=true)'
+        ) from None
+
+
+def dnsmos_stage(deg_dir: Path, out_dir: Path, workers=None) -> dict:
+    """DNSMOS (SIG, BAK, OVRL, and P.808) of every .wav in ``deg_dir``: ``dnsmos.csv`` and
+    ``dnsmos.json`` into ``out_dir``, beside evaluate's outputs. A set of which no file could be
+    scored fails the stage (it is retried on the next run)."""
+    from bsmamba.dnsmos import score_dirs
+
+    if workers is None:  # as evaluate_stage: spawned workers pay off only for many files
+        workers = 2 if len(list(Path(deg_dir).glob("*.wav"))) > 8 else 0
+    summary = score_dirs(deg_dir, out_dir=out_dir, workers=workers)
+    if summary["files"] and not summary["scored"]:
+        raise RuntimeError(f"DNSMOS scored none of {summary['files']} file(s) in {deg_dir}: "
+                           f"{summary['problems'][0]['error']}")  # fmt: skip
+    rel = records.utterance_csv(out_dir, records.DNSMOS_CSV)
+    return {"summary": summary, "per_utterance_csv": rel}
 
 
 def _duration(path: Path) -> float:

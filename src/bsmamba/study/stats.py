@@ -32,12 +32,12 @@ def summary(values) -> dict[str, Any]:
     }
 
 
-def mean_std(per_seed: list[Scores]) -> tuple[dict, str]:
-    """``{metric: {mean, std, n, failures}}`` and what the std is over ("seeds" or
-    "utterances"); ``failures`` counts failed measurements over every seed."""
+def mean_std(per_seed: list[Scores], keys=METRIC_KEYS) -> tuple[dict, str]:
+    """``{metric: {mean, std, n, failures}}`` of the metrics ``keys`` and what the std is over
+    ("seeds" or "utterances"); ``failures`` counts failed measurements over every seed."""
     out = {}
     over = "seeds" if len(per_seed) > 1 else "utterances"
-    for k in METRIC_KEYS:
+    for k in keys:
         seed_vals = [np.array([u[k] for u in utts.values()], float) for utts in per_seed]
         failures = int(sum((~np.isfinite(v)).sum() for v in seed_vals))
         seed_vals = [v[np.isfinite(v)] for v in seed_vals]

@@ -33,11 +33,43 @@ TABLE_HEADER = [
 ]
 
 
+def fmt_dnsmos(m: dict | None, key: str) -> str:
+    """``mean ± std`` of one DNSMOS cell (two places, on its 1-5 scale; ``-`` when none)."""
+    cell = (m or {}).get(key) or {}
+    if cell.get("mean") is None:
+        return "-"
+    spread = f" ± {cell['std']:.2f}" if cell.get("std") is not None else ""
+    failed = f" ({cell['failures']} failed)" if cell.get("failures") else ""
+    return f"{cell['mean']:.2f}{spread}{failed}"
+
+
+def table_header(doc: dict) -> list[str]:
+    """The main table's header: SIG, BAK, OVRL after the metrics when the study asked for them."""
+    if not doc.get("dnsmos"):
+        return list(TABLE_HEADER)
+    n = 1 + len(METRIC_LABELS)
+    return [*TABLE_HEADER[:n], *schema.DNSMOS_LABELS.values(), *TABLE_HEADER[n:]]
+
+
 def table_rows(doc: dict) -> list[list[str]]:
     """The main table: the noisy row, then one row per system, in paper column order."""
-    noisy = doc["noisy"].get("metrics")
+
+    def nr(r: dict) -> list[str]:  # the DNSMOS cells, when asked for
+        if not doc.get("dnsmos"):
+            return []
+        return [fmt_dnsmos(r.get("dnsmos_metrics"), k) for k in schema.DNSMOS_KEYS]
+
+    noisy = doc["noisy"]
     rows = [
-        ["Noisy input", *(fmt_metric(noisy, k) for k in schema.METRIC_KEYS), "-", "-", "-", "-"]
+        [
+            "Noisy input",
+            *(fmt_metric(noisy.get("metrics"), k) for k in schema.METRIC_KEYS),
+            *nr(noisy),
+            "-",
+            "-",
+            "-",
+            "-",
+        ]  # fmt: skip
     ]
     for system in doc["systems"]:
         r = doc["by_system"][system]
@@ -45,6 +77,7 @@ def table_rows(doc: dict) -> list[list[str]]:
             [
                 system,
                 *(fmt_metric(r.get("metrics"), k) for k in schema.METRIC_KEYS),
+                *nr(r),
                 fmt_params(r.get("params")),
                 fmt_bytes(r.get("peak_bytes"))
                 + (" (pred.)" if r.get("peak_source") == "predicted" else ""),
@@ -76,6 +109,12 @@ def shapes_note(doc: dict) -> str:
         f"batch {p['batch_size']} x {p['segment_s']:g} s. "
         f"Training and step time at batch {t['batch_size']} x {t['segment_s']:g} s{limit}. "
         "RTF: enhancement wall time / audio duration, CPU."
+        + (
+            " SIG, BAK, OVRL: DNSMOS P.835 (no reference; 1-5, higher is better), mean ± std "
+            "as the metrics."
+            if doc.get("dnsmos")
+            else ""
+        )
     )
 
 
