@@ -328,3 +328,89 @@ def test_a_failed_measurement_is_counted_in_the_cell(study, tmp_path):
     assert tables.fmt_metric(doc["by_system"]["abl3"]["metrics"], "pesq").endswith("(1 failed)")
     md = (sdir / "report.md").read_text()
     assert "(1 failed) |" in md and "a failure is a result" in md
+
+
+def _write_dnsmos(record_path, out_dir, rows):
+    """A dnsmos stage record and its CSV, through the writers the study uses."""
+    from bsmamba.dnsmos import write_outputs  # importing it needs no speechmos
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    counts = {k: {"count": len(ok)} for k in schema.DNSMOS_KEYS}
+    summary = {"files": len(rows), "metrics": {"enhanced": counts}}
+    write_outputs(out_dir, rows, summary)
+    rel = records.utterance_csv(out_dir, records.DNSMOS_CSV)
+    fields = {"summary": summary, "per_utterance_csv": rel}
+    records.write_stage(record_path, "dnsmos", records.DONE, fields)
+
+
+def _dnsmos_rows(rng, offset):
+    return [
+        {"file": n, "input": "enhanced", "status": "ok", "seconds": 0.5, "p808": 3.0}
+        | {k: round(float(rng.uniform(1, 2) + offset), 4) for k in schema.DNSMOS_KEYS}  # as written
+        for n in NAMES
+    ]
+
+
+def test_dnsmos_columns_only_when_asked_mean_over_seeds(study, tmp_path):
+    sdir = _copy(study, tmp_path)
+    rng = np.random.default_rng(1)
+    truth = {"noisy": [_dnsmos_rows(rng, 0.0)]}
+    _write_dnsmos(sdir / "noisy" / "dnsmos.json", sdir / "noisy" / "eval", truth["noisy"][0])
+    for i, s in enumerate(("bsrnn", "abl3")):
+        truth[s] = [_dnsmos_rows(rng, 1.0 + i) for _ in range(2)]
+        if s == "abl3":  # one file DNSMOS could not score (silence): left out and counted
+            truth[s][1][0] |= {k: None for k in schema.DNSMOS_KEYS} | {"status": "error"}
+        for seed, rows in enumerate(truth[s]):
+            run = sdir / s / f"s{seed}"
+            _write_dnsmos(run / "stages" / "dnsmos.json", run / "eval", rows)
+
+    # Not asked (study.dnsmos false): the records on disk change nothing in the report.
+    doc = report.build(sdir)
+    assert doc["dnsmos"] is False and "dnsmos_metrics" not in doc["by_system"]["bsrnn"]
+    assert "| SIG |" not in (sdir / "report.md").read_text()
+    assert "sig" not in next(csv.reader((sdir / "results.csv").open()))
+    assert "<th>SIG</th>" not in (sdir / "report.html").read_text()
+
+    meta = json.loads((sdir / "study.json").read_text())
+    meta["config"]["study"]["dnsmos"] = True
+    (sdir / "study.json").write_text(json.dumps(meta))
+    doc = report.build(sdir)
+    assert doc["dnsmos"] is True
+    for s in ("bsrnn", "abl3"):
+        for k in schema.DNSMOS_KEYS:
+            per_seed = [np.nanmean([r[k] or np.nan for r in rows]) for rows in truth[s]]
+            cell = doc["by_system"][s]["dnsmos_metrics"][k]
+            assert cell["mean"] == pytest.approx(np.mean(per_seed))
+            assert cell["std"] == pytest.approx(np.std(per_seed, ddof=1))
+            assert cell["failures"] == (1 if s == "abl3" else 0)
+    noisy = doc["noisy"]["dnsmos_metrics"]["ovrl"]  # one "seed": std across utterances
+    vals = [r["ovrl"] for r in truth["noisy"][0]]
+    assert noisy["mean"] == pytest.approx(np.mean(vals))
+    assert noisy["std"] == pytest.approx(np.std(vals, ddof=1))
+
+    md = (sdir / "report.md").read_text()
+    assert "| SI-SDR | SIG | BAK | OVRL | Params |" in md
+    results = md.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in results.splitlines()}
+    cell = tables.fmt_dnsmos(doc["by_system"]["abl3"]["dnsmos_metrics"], "bak")
+    assert rows["abl3"][9] == cell and cell.endswith("(1 failed)") and " ± " in cell
+    assert rows["Noisy input"][10] == tables.fmt_dnsmos(doc["noisy"]["dnsmos_metrics"], "ovrl")
+    page = (sdir / "report.html").read_text()
+    assert "<th>SI-SDR</th><th>SIG</th><th>BAK</th><th>OVRL</th>" in page and cell in page
+    table = list(csv.DictReader((sdir / "results.csv").open()))
+    assert [r["system"] for r in table] == ["noisy", "bsrnn", "abl3"]
+    assert float(table[1]["sig_std"]) == pytest.approx(
+        doc["by_system"]["bsrnn"]["dnsmos_metrics"]["sig"]["std"]
+    )
+    assert float(table[0]["ovrl"]) == pytest.approx(noisy["mean"])
+    saved = json.loads((sdir / "results.json").read_text())
+    assert saved["by_system"]["abl3"]["dnsmos_metrics"]["ovrl"]["n"] == 2
+
+    # A cut-off DNSMOS CSV is named and never averaged, as the intrusive scores.
+    cut = sdir / "bsrnn" / "s1" / "eval" / "dnsmos.csv"
+    cut.write_text(cut.read_text()[:-3])
+    out = _report(sdir)
+    assert out.returncode == 1 and f"{cut}: the last line is cut off" in out.stderr
+    doc = json.loads((sdir / "results.json").read_text())
+    assert doc["by_system"]["bsrnn"]["stages"]["by_seed"]["1"]["dnsmos"] == "damaged"
+    assert doc["by_system"]["bsrnn"]["dnsmos_seeds_scored"] == 1
