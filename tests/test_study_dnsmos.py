@@ -21,7 +21,7 @@ import pytest
 from bsmamba import schema
 
 MISSING = [m for m in ("speechmos", "onnxruntime", "librosa") if not importlib.util.find_spec(m)]
-pytestmark = pytest.mark.skipif(
+needs_nr = pytest.mark.skipif(
     bool(MISSING), reason=f"the nr extra is not installed (missing: {', '.join(MISSING)})"
 )
 SYSTEM = "bsrnn"  # one system, the smoke recipe's 2 test utterances: ~40 s of CPU in all
@@ -74,6 +74,8 @@ def study(tmp_path_factory):
     return out, args, default, before, asked
 
 
+@needs_nr
+@pytest.mark.slow  # the study fixture: two real smoke studies, ~45 s of CPU
 def test_columns_are_absent_by_default(study):
     out, _, default, _, _ = study
     header, _ = _results(default["md"])
@@ -85,6 +87,8 @@ def test_columns_are_absent_by_default(study):
     assert "dnsmos_metrics" not in default["json"]["by_system"][SYSTEM]
 
 
+@needs_nr
+@pytest.mark.slow  # the study fixture: two real smoke studies, ~45 s of CPU
 def test_turned_on_later_only_dnsmos_is_computed(study):
     out, _, _, before, asked = study
     ran = re.findall(r"^\[study\] (\S+)\s+(\S+)\s+running$", asked.stdout, re.M)
@@ -103,6 +107,8 @@ def test_turned_on_later_only_dnsmos_is_computed(study):
     assert "was run with other values" not in asked.stdout  # turning it on is no config change
 
 
+@needs_nr
+@pytest.mark.slow  # the study fixture: two real smoke studies, ~45 s of CPU
 def test_every_dnsmos_cell_is_the_mean_of_the_files_scores(study):
     out, _, _, _, _ = study
     header, rows = _results((out / "report.md").read_text())
@@ -130,6 +136,8 @@ def test_every_dnsmos_cell_is_the_mean_of_the_files_scores(study):
     assert f">{rows[SYSTEM][10]}</td>" in page
 
 
+@needs_nr
+@pytest.mark.slow  # the study fixture: two real smoke studies, ~45 s of CPU
 def test_the_scores_are_speechmos_scores_of_the_enhanced_files(study):
     from speechmos import dnsmos
 
@@ -143,6 +151,8 @@ def test_the_scores_are_speechmos_scores_of_the_enhanced_files(study):
     assert float(row["sig"]) == pytest.approx(again["sig_mos"], abs=1e-4)
 
 
+@needs_nr
+@pytest.mark.slow  # the study fixture: two real smoke studies, ~45 s of CPU
 def test_a_rerun_with_dnsmos_recomputes_nothing_and_report_needs_no_extra(study):
     out, args, _, _, _ = study
     kept = _files(out)
