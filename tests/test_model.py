@@ -126,7 +126,7 @@ def faults(fn):  # minor page faults of this thread while fn runs
     fn()
     return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
 torch.manual_seed(0)
-m, wav = model.build_model("modified").eval(), torch.randn(1, 4 * 16000)
+m, wav = model.build_model("abl3").eval(), torch.randn(1, 10 * 16000)
 with torch.inference_mode():
     m(wav)
     plain = faults(lambda: m(wav))
@@ -151,7 +151,7 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_in_fresh_pages():
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.splitlines()[-1])
-    # ~10k-58k here (glibc adapts its thresholds as it goes): a 4 s forward's temporaries are
-    # fresh pages each time
-    assert got["plain"] > 2000, got
-    assert got["kept"] < got["plain"] / 10, got
+    # a 10 s forward's largest temporaries are above the 32 MB up to which glibc's own
+    # adaptation keeps blocks in the heap: ~100k-215k faults without kept_heap
+    assert got["plain"] > 20000, got
+    assert got["kept"] < got["plain"] / 3, got
