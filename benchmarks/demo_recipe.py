@@ -15,7 +15,6 @@ above the input, no SNR group losing more than 1 dB).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 from pathlib import Path
@@ -26,15 +25,6 @@ from bsmamba.enhance import enhance_path
 from bsmamba.evaluate import evaluate_dirs
 from bsmamba.study.recipes import recipe
 from bsmamba.train import run
-
-
-def _curve(run_dir: Path) -> list[dict]:
-    rows = csv.DictReader((run_dir / "logs" / "csv" / "metrics.csv").open())
-    return [
-        {"step": int(r["step"]), "val_loss": float(r["val_loss"]), "val_pesq": float(r["val_pesq"])}
-        for r in rows
-        if r.get("val_loss") not in (None, "", "val_loss")
-    ]
 
 
 def main() -> None:
@@ -59,7 +49,6 @@ def main() -> None:
                 (noisy / f.name).symlink_to(f)
         enhance_path(Path(tmp, "run", res["best_checkpoint"]), noisy, Path(tmp, "enhanced"))
         summary = evaluate_dirs(root / "clean_testset_wav", Path(tmp, "enhanced"), noisy, workers=0)
-        curve = _curve(Path(tmp, "run"))
     keys = ("pesq", "stoi", "si_sdr")
     m = summary["metrics"]
     doc = schema.document(
@@ -68,7 +57,9 @@ def main() -> None:
         preset=a.preset,
         steps=a.steps,
         overrides=a.overrides,
-        validation=curve,
+        validation=[  # the run's own record of each validation point
+            {k: r[k] for k in ("step", "val_loss", "val_pesq")} for r in res["validation"]
+        ],
         test={w: {k: m[w][k]["mean"] for k in keys} for w in ("enhanced", "noisy")},
         by_snr=[
             {

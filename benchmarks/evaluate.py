@@ -38,6 +38,7 @@ def main() -> None:
 
     root = resolve("demo")
     clean = sorted((root / "clean_testset_wav").glob("*.wav"))
+    noisy = root / "noisy_testset_wav"
     pairs = 40 if args.quick else VB_TEST_PAIRS
     lo, hi = SPREAD_S
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,13 +46,16 @@ def main() -> None:
         c_dir.mkdir()
         e_dir.mkdir()
         total = 0.0
+        fs = sf.info(clean[0]).samplerate
+        clips = [  # (name, clean, noisy), each file read once
+            (f.name, *(sf.read(d / f.name, dtype="float32")[0] for d in (f.parent, noisy)))
+            for f in clean
+        ]
         for k in range(pairs):
-            src = clean[k % len(clean)]
-            c, fs = sf.read(src, dtype="float32")
-            e, _ = sf.read(root / "noisy_testset_wav" / src.name, dtype="float32")
+            name, c, e = clips[k % len(clips)]
             n = min(len(c), int(fs * (lo + (hi - lo) * k / max(1, pairs - 1))))
-            sf.write(c_dir / f"r{k:04d}_{src.name}", c[:n], fs)
-            sf.write(e_dir / f"r{k:04d}_{src.name}", e[:n], fs)
+            sf.write(c_dir / f"r{k:04d}_{name}", c[:n], fs)
+            sf.write(e_dir / f"r{k:04d}_{name}", e[:n], fs)
             total += n / fs
         t0 = time.perf_counter()
         summary = evaluate_dirs(c_dir, e_dir, workers=args.workers)
