@@ -46,20 +46,23 @@ SAMPLE_RATE = 16000
 KEYS = ("sig", "bak", "ovrl", "p808")
 LABELS = {"sig": "SIG", "bak": "BAK", "ovrl": "OVRL", "p808": "P.808"}
 _SPEECHMOS_KEYS = {"sig": "sig_mos", "bak": "bak_mos", "ovrl": "ovrl_mos", "p808": "p808_mos"}
-_EXTRA = "pip install 'bsmamba[nr]' (speechmos, onnxruntime, librosa)"
+_EXTRA = "pip install 'bsmamba[nr]' (from a checkout: pip install -e \".[nr]\")"
 
 
-def _modules():
-    """(onnxruntime, speechmos.dnsmos), or a one-line error naming what is missing."""
+def require(what: str, otherwise: str) -> tuple:
+    """(onnxruntime, speechmos.dnsmos), or a one-line ``ValueError``: ``what`` needs the missing
+    package, the extra that brings it, then ``otherwise`` (the way around it)."""
     try:
         import onnxruntime
         from speechmos import dnsmos
     except ImportError as e:
-        raise ValueError(
-            f"no-reference scoring (evaluate without --clean) needs the '{e.name}' package: "
-            f"{_EXTRA}; or give --clean DIR for the intrusive metrics"
-        ) from None
+        raise ValueError(f"{what} needs the '{e.name}' package: {_EXTRA}; {otherwise}") from None
     return onnxruntime, dnsmos
+
+
+def _modules():
+    return require("no-reference scoring (evaluate without --clean)",
+                   "or give --clean DIR for the intrusive metrics")  # fmt: skip
 
 
 _scorer = None  # one per worker process: the two ONNX sessions, made on the first file

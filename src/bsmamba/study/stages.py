@@ -201,14 +201,9 @@ def evaluate_stage(clean_dir: Path, deg_dir: Path, out_dir: Path, workers=None) 
 def check_dnsmos_extra() -> None:
     """A one-line ``ValueError`` naming the ``nr`` extra when ``study.dnsmos`` cannot run here
     (called before any work starts, so a study never trains for an hour and then fails)."""
-    try:
-        import onnxruntime  # noqa: F401
-        from speechmos import dnsmos  # noqa: F401
-    except ImportError as e:
-        raise ValueError(
-            f"study.dnsmos=true needs the '{e.name}' package of the nr extra: "
-            'pip install -e ".[nr]" (or drop study.dnsmos=true)'
-        ) from None
+    from bsmamba import dnsmos
+
+    dnsmos.require("study.dnsmos=true", "or drop study.dnsmos=true")
 
 
 def dnsmos_stage(deg_dir: Path, out_dir: Path, workers=None) -> dict:
