@@ -9,7 +9,7 @@ import pytest
 import torch
 from pesq import pesq
 
-from bsmamba import build_model, losses
+from bsmamba import build_model, losses, metrics
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,25 @@ def test_waveform_term_and_gradients_reach_every_parameter(model):
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_si_sdr_term_is_the_metric_per_crop_and_scale_free(model):
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(2, 4000, generator=g, dtype=torch.float64)
+    est = ref * torch.tensor([[0.5], [2.0]], dtype=torch.float64) + 0.3 * torch.randn(
+        2, 4000, generator=g, dtype=torch.float64
+    )
+    got = losses.si_sdr(est, ref)
+    want = [metrics.si_sdr(r.numpy(), e.numpy()) for r, e in zip(ref, est)]
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
+    assert losses.si_sdr(est * 7, ref).tolist() == pytest.approx(want, abs=1e-6)  # scale-free
+    noisy, clean = _pair(seed=2)
+    out = losses.enhancement_loss(model, noisy, clean, si_sdr_weight=0.1)
+    with torch.no_grad():
+        want = -metrics.si_sdr(clean[0].numpy(), model(noisy)[0].numpy())
+        spectral = losses.enhancement_loss(model, noisy, clean).total
+    assert float(out.parts["loss_si_sdr"]) == pytest.approx(want, rel=1e-3)
+    assert float(out.total.detach()) == pytest.approx(float(spectral) + 0.1 * want, rel=1e-4)
 
 
 def test_discriminator_is_the_published_one():

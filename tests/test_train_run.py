@@ -212,3 +212,40 @@ def test_resume_flag_continues_a_finished_run_with_a_larger_budget(data, tmp_pat
 def test_asking_for_a_missing_gpu_is_a_clear_error(data, tmp_path):
     with pytest.raises(ValueError, match="no CUDA device"):
         run(config.load(overrides=tiny(data, tmp_path / "x", "train.device=cuda")))
+
+
+def test_ema_checkpoints_hold_the_average_and_resume_exactly(data, tmp_path):
+    """train.ema_decay=d: each checkpoint's weights are avg_k = d avg_(k-1) + (1 - d) w_k of the
+    trained weights w_k (Lightning keeps w_k beside them), enhance loads the average, and a run
+    stopped and resumed ends where an unbroken one does."""
+    d = 0.5
+    base = ["train.epochs=4", "train.limit_train_batches=1", "train.keep_best=4"]
+    base += [f"train.ema_decay={d}", "train.ckpt_every_n_steps=1"]
+    straight = run(config.load(overrides=tiny(data, tmp_path / "a", *base, "train.max_steps=3")))
+    ckdir = tmp_path / "a" / "checkpoints"
+    ckpts = {int(p.name.split("-s")[1].split("-")[0]): p for p in ckdir.glob("best-*.ckpt")}
+    assert sorted(ckpts) == [1, 2, 3]
+    saved = {k: torch.load(p, weights_only=True) for k, p in ckpts.items()}
+    avg = saved[1]["current_model_state"]  # the first update copies the weights
+    for k in (1, 2, 3):
+        w = saved[k]["current_model_state"]
+        avg = avg if k == 1 else {n: d * avg[n] + (1 - d) * w[n] for n in w}
+        for n, v in saved[k]["state_dict"].items():
+            assert torch.allclose(v, avg[n], atol=1e-7), (k, n)
+    assert any(not torch.equal(saved[3]["state_dict"][n], w[n]) for n in w)  # not the weights
+    from bsmamba.enhance import load
+
+    model = load(ckpts[3]).model
+    for n, v in model.state_dict().items():
+        assert torch.equal(v, saved[3]["state_dict"][f"model.{n}"]), n
+    out = tmp_path / "b"
+    run(config.load(overrides=tiny(data, out, *base, "train.max_steps=2")))
+    (out / "results.json").unlink()
+    resumed = run(config.load(overrides=tiny(data, out, *base, "train.max_steps=3")))
+    assert resumed["validation"] == straight["validation"]
+    a, b = (
+        torch.load(p / "checkpoints" / "last.ckpt", weights_only=True) for p in (ckdir.parent, out)
+    )
+    for key in ("state_dict", "current_model_state"):
+        for n in a[key]:
+            assert torch.equal(a[key][n], b[key][n]), (key, n)

@@ -79,6 +79,9 @@ class TrainConfig:
     max_steps: int = -1  # -1 = no limit
     max_time_s: float = 0.0  # 0 = no limit; wall-clock budget for the fit
     grad_clip: float = 5.0  # grad-norm clip of the generator
+    # Exponential moving average of the weights (Lightning's EMAWeightAveraging), updated every
+    # step; validation, checkpoints and the final model use the average. 0 = off (published).
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
@@ -91,6 +94,7 @@ class TrainConfig:
     loss_ri_weight: float = 0.5
     loss_mag_weight: float = 0.5
     loss_wave_weight: float = 0.0
+    loss_si_sdr_weight: float = 0.0  # weight of -SI-SDR (dB, per crop) of the waveform
     compress: float = 0.3  # power-law exponent on magnitudes; 1.0 = uncompressed
     # MetricGAN: the discriminator trains at every step from the start on real PESQ targets
     metricgan: bool = True
@@ -304,6 +308,8 @@ RANGES: dict[str, str] = {
     "train.loss_ri_weight": "[0, inf)",
     "train.loss_mag_weight": "[0, inf)",
     "train.loss_wave_weight": "[0, inf)",
+    "train.loss_si_sdr_weight": "[0, inf)",
+    "train.ema_decay": "[0, 1)",
     "train.compress": "(0, 1]",
     "train.metricgan_weight": "[0, inf)",
     "train.metricgan_adv_epoch": "[-1, inf)",  # -1 = epochs / 2

@@ -72,6 +72,7 @@ def enhancement_loss(
     wave_weight: float = 0.0,
     compress: float = 0.3,
     complex_loss: str = "plain",
+    si_sdr_weight: float = 0.0,
 ) -> LossOutput:
     """The spectral (+ optional waveform) loss of ``model`` on a batch; no adversarial term.
 
@@ -98,7 +99,23 @@ def enhancement_loss(
         wave = (model.frontend.istft(est, clean.shape[-1]) - clean).abs().mean()
         total = total + wave_weight * wave
         parts["loss_wave"] = wave.detach()
+    if si_sdr_weight > 0:
+        neg = -si_sdr(model.frontend.istft(est, clean.shape[-1]), clean).mean()
+        total = total + si_sdr_weight * neg
+        parts["loss_si_sdr"] = neg.detach()
     return LossOutput(total, parts, est, ref)
+
+
+def si_sdr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
+    """SI-SDR in dB of each row, (B, S), (B, S) -> (B,): ``bsmamba.metrics.si_sdr`` in torch.
+
+    As a loss term it is scale-free per utterance: a quiet, high-SNR crop pulls as hard as a loud,
+    noisy one, where the spectral L1 terms weigh each crop by its noise level."""
+    est, ref = est - est.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.square().sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    ratio = target.square().sum(-1) / ((est - target).square().sum(-1) + eps)
+    return 10 * torch.log10(ratio + eps)
 
 
 # ---- the discriminator ---------------------------------------------------------------------

@@ -271,6 +271,7 @@ class EnhancementModule(L.LightningModule):
             t.loss_wave_weight,
             t.compress,
             t.complex_loss,
+            t.loss_si_sdr_weight,
         )
 
     def validation_step(self, batch, batch_idx: int) -> None:

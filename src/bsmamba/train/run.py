@@ -152,6 +152,10 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     callbacks: list = [cb.LastCheckpoint(ckdir / ckpt_io.LAST, int(t.ckpt_every_n_steps))]
     if t.keep_best > 0:
         callbacks.append(cb.best_checkpoints(ckdir, int(t.keep_best)))
+    if t.ema_decay > 0:  # validation, checkpoints and the final weights are the average's
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=float(t.ema_decay)))
     devices, num_nodes, strategy = _distribution(cfg)
     trainer = L.Trainer(
         accelerator=ACCELERATORS[env.resolve_device(t.device, "train.device")],
