@@ -98,7 +98,7 @@ def test_si_sdr_term_is_the_metric_per_crop_and_scale_free(model):
         2, 4000, generator=g, dtype=torch.float64
     )
     got = losses.si_sdr(est, ref)
-    want = [metrics.si_sdr(r.numpy(), e.numpy()) for r, e in zip(ref, est)]
+    want = [metrics.si_sdr(r.numpy(), e.numpy()) for r, e in zip(ref, est, strict=True)]
     assert got.tolist() == pytest.approx(want, abs=1e-6)
     assert losses.si_sdr(est * 7, ref).tolist() == pytest.approx(want, abs=1e-6)  # scale-free
     noisy, clean = _pair(seed=2)
