@@ -78,3 +78,28 @@ def test_stacked_layout_is_all_time_passes_then_all_band_passes():
     assert [[p.axis for p in block] for block in net.blocks] == [["time"]] * 2 + [["band"]] * 2
     with pytest.raises(ValueError, match="stacked, dual, intra"):
         Layout("triple", "lstm", 8, num_layers=1)
+
+
+@pytest.mark.parametrize(
+    "mixer, merge", [("mamba", "concat"), ("bimamba", "concat"), ("bimamba", "add")]
+)
+def test_inference_time_major_passes_equal_the_module_path(mixer, merge):
+    # without gradients a pass hands its Mamba mixer time-major input, and BiMamba folds each
+    # out_proj into the merge; with gradients (training) the module path runs: same numbers
+    torch.manual_seed(0)
+    layout = Layout("dual", mixer, 8, num_layers=1, merge=merge, **OPTS).double()
+    x = torch.randn(2, 3, 11, 8, dtype=torch.float64)
+    want = layout(x)
+    assert want.requires_grad
+    with torch.no_grad():
+        got = layout(x)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    # hooks on the merge (MAC counting) see it called: the folded path steps aside
+    if mixer == "bimamba" and merge == "concat":
+        calls = []
+        bi = layout.blocks[0][0].mixer
+        handle = bi.proj.register_forward_hook(lambda *a: calls.append(1))
+        with torch.no_grad():
+            torch.testing.assert_close(layout(x), want.detach(), rtol=1e-12, atol=1e-12)
+        handle.remove()
+        assert calls == [1]

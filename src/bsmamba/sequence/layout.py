@@ -44,11 +44,23 @@ class _Pass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         y = self.norm(x)
+        if hasattr(self.mixer, "time_major") and not torch.is_grad_enabled():
+            return x + self._time_major(y, B)
         if self.axis == "time":
             out = self.mixer(rearrange(y, "b k t n -> (b k) t n"))
             return x + rearrange(out, "(b k) t n -> b k t n", b=B)
         out = self.mixer(rearrange(y, "b k t n -> (b t) k n"))
         return x + rearrange(out, "(b t) k n -> b k t n", b=B)
+
+    def _time_major(self, y: torch.Tensor, B: int) -> torch.Tensor:
+        """The mixer on time-major (L, batch, N), what Mamba's scan wants: one copy in, and a
+        band pass's (K, B*T, N) is a plain view for one utterance. Inference only: training
+        keeps the module path."""
+        if self.axis == "time":
+            out = self.mixer.time_major(rearrange(y, "b k t n -> t (b k) n"))
+            return rearrange(out, "t (b k) n -> b k t n", b=B)
+        out = self.mixer.time_major(rearrange(y, "b k t n -> k (b t) n"))
+        return rearrange(out, "k (b t) n -> b k t n", b=B)
 
 
 class Layout(nn.Module):

@@ -70,7 +70,7 @@ class Mamba(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if choose_backend(x.device, self.scan_backend)[0] == "fused" and not self._hooked():
+        if self._fused():
             return self._forward_time_major(x)
         # the module-by-module path, (B, d_inner, L) as mamba-ssm's kernel and the reference want
         L = x.shape[1]
@@ -131,13 +131,30 @@ class Mamba(nn.Module):
             return True
         return any(m._forward_hooks or m._forward_pre_hooks for m in self.children())
 
+    def time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` on time-major input: x (L, B, dim) -> (L, B, dim)."""
+        if self._fused():
+            return self.out_proj(self._gated(x.contiguous()).to(x.dtype))
+        return self(x.transpose(0, 1)).transpose(0, 1)  # through __call__: hooks see it
+
+    def _fused(self) -> bool:
+        """Whether the time-major path runs (fused scan, no hooks on the layers)."""
+        return choose_backend(self.A_log.device, self.scan_backend)[0] == "fused" and (
+            not self._hooked()
+        )
+
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` for the fused scan, time-major throughout: the scan wants (L, B, d), and
         every (B, d, L) transpose of the module path is a full copy of a d_inner-wide tensor."""
-        L, d = x.shape[1], self.d_inner
+        y = self._gated(x.transpose(0, 1).contiguous())  # (L, B, d_inner)
+        return self.out_proj(y.to(x.dtype)).transpose(0, 1)  # (B, L, dim)
+
+    def _gated(self, xt: torch.Tensor) -> torch.Tensor:
+        """The block before out_proj: contiguous xt (L, B, dim) -> y (L, B, d_inner), in the
+        scan's dtype."""
+        L, d = xt.shape[0], self.d_inner
         # two half-width products instead of one split: xs and z come out contiguous, and the
         # taps and SiLU below run ~3x faster on contiguous rows than on strided halves
-        xt = x.transpose(0, 1).contiguous()  # (L, B, dim)
         xs, z = (F.linear(xt, w) for w in self.in_proj.weight.split(d))  # (L, B, d_inner)
         # depthwise causal conv as d_conv shifted taps: out_t = b + sum_j w[-1-j] * xs_{t-j}
         w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
@@ -167,4 +184,4 @@ class Mamba(nn.Module):
         )
         if gate is None:
             y = y.mul_(F.silu(z.to(y.dtype), inplace=True))
-        return self.out_proj(y.to(x.dtype)).transpose(0, 1)  # (B, L, dim)
+        return y
