@@ -103,3 +103,18 @@ def test_inference_time_major_passes_equal_the_module_path(mixer, merge):
             torch.testing.assert_close(layout(x), want.detach(), rtol=1e-12, atol=1e-12)
         handle.remove()
         assert calls == [1]
+
+
+def test_fast_linear_equals_f_linear_and_keeps_gradients():
+    from bsmamba.sequence.fastlinear import linear
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 50, 16), torch.randn(24, 16), torch.randn(24)
+    want = torch.nn.functional.linear(x, w, b)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, w, b), want, rtol=1e-5, atol=1e-5)
+        xt, half = x.transpose(0, 1), w[:, :8]  # strided input and weight
+        torch.testing.assert_close(linear(xt[..., :8], half), xt[..., :8] @ half.T)
+    w.requires_grad_(True)
+    linear(x, w, b).sum().backward()  # with gradients: F.linear and its backward
+    torch.testing.assert_close(w.grad, x.sum((0, 1)).expand(24, 16))

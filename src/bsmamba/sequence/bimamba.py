@@ -10,9 +10,9 @@ The backward block makes every output depend on the whole sequence, past and fut
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bsmamba.sequence.fastlinear import linear
 from bsmamba.sequence.mamba import Mamba
 
 MERGES = ("concat", "add")
@@ -54,8 +54,8 @@ class BiMamba(nn.Module):
         if self.proj is not None:
             p_fwd, p_bwd = self.proj.weight.chunk(2, dim=1)
             w_fwd, w_bwd, bias = p_fwd @ w_fwd, p_bwd @ w_bwd, self.proj.bias
-        y = F.linear(fwd._gated(x.contiguous()).to(x.dtype), w_fwd, bias)
-        return y.add_(F.linear(bwd._gated(x.flip(0)).to(x.dtype), w_bwd).flip(0))
+        y = linear(fwd._gated(x.contiguous()).to(x.dtype), w_fwd, bias)
+        return y.add_(linear(bwd._gated(x.flip(0)).to(x.dtype), w_bwd).flip(0))
 
     def _hooked(self) -> bool:
         """Whether hooks watch the merge (MAC counting): the folded path never calls it."""

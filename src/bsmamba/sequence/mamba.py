@@ -22,6 +22,7 @@ from torch import nn
 
 from bsmamba.scan import check_backend, choose_backend, selective_scan
 from bsmamba.scan.fused import scan_time_major
+from bsmamba.sequence.fastlinear import linear
 
 
 class Mamba(nn.Module):
@@ -134,7 +135,7 @@ class Mamba(nn.Module):
     def time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` on time-major input: x (L, B, dim) -> (L, B, dim)."""
         if self._fused():
-            return self.out_proj(self._gated(x.contiguous()).to(x.dtype))
+            return linear(self._gated(x.contiguous()).to(x.dtype), self.out_proj.weight)
         return self(x.transpose(0, 1)).transpose(0, 1)  # through __call__: hooks see it
 
     def _fused(self) -> bool:
@@ -147,7 +148,7 @@ class Mamba(nn.Module):
         """``forward`` for the fused scan, time-major throughout: the scan wants (L, B, d), and
         every (B, d, L) transpose of the module path is a full copy of a d_inner-wide tensor."""
         y = self._gated(x.transpose(0, 1).contiguous())  # (L, B, d_inner)
-        return self.out_proj(y.to(x.dtype)).transpose(0, 1)  # (B, L, dim)
+        return linear(y.to(x.dtype), self.out_proj.weight).transpose(0, 1)  # (B, L, dim)
 
     def _gated(self, xt: torch.Tensor) -> torch.Tensor:
         """The block before out_proj: contiguous xt (L, B, dim) -> y (L, B, d_inner), in the
@@ -155,7 +156,7 @@ class Mamba(nn.Module):
         L, d = xt.shape[0], self.d_inner
         # two half-width products instead of one split: xs and z come out contiguous, and the
         # taps and SiLU below run ~3x faster on contiguous rows than on strided halves
-        xs, z = (F.linear(xt, w) for w in self.in_proj.weight.split(d))  # (L, B, d_inner)
+        xs, z = (linear(xt, w) for w in self.in_proj.weight.split(d))  # (L, B, d_inner)
         # depthwise causal conv as d_conv shifted taps: out_t = b + sum_j w[-1-j] * xs_{t-j}
         w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
         xc = torch.addcmul(self.conv1d.bias, xs, w[:, -1])  # (L, B, d_inner)
@@ -163,14 +164,13 @@ class Mamba(nn.Module):
             xc[j:].addcmul_(xs[:-j], w[:, -1 - j])
         grad = torch.is_grad_enabled()
         xc = F.silu(xc, inplace=not grad)  # backward needs the input
-        dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, Bm, Cm = linear(xc, self.x_proj.weight).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
         if grad:
             delta, bias, gate = dt @ self.dt_proj.weight.T, self.dt_proj.bias.float(), z
         else:  # the bias inside the product, and the gate in place: fewer full-size temporaries
-            delta = torch.addmm(
-                self.dt_proj.bias, dt.reshape(-1, self.dt_rank), self.dt_proj.weight.T
-            )
-            delta, bias, gate = delta.view(L, -1, d), None, None
+            delta, bias, gate = linear(dt, self.dt_proj.weight, self.dt_proj.bias), None, None
         y, _ = scan_time_major(
             xc,
             delta,
