@@ -299,8 +299,10 @@ def lower_recurrences(proto):
 
     The loop carries h (b, n, d) from zeros, d innermost so that every broadcast in the step runs
     along contiguous d-wide rows (with n innermost, onnxruntime's broadcasts crawl over 12-wide
-    spans); each step reads u_t, delta_t (b, d), B_t, C_t (b, n) and A^T (n, d) from the outer
-    graph, and emits y_t = C_t h_t (b, d).
+    spans). Everything that needs no state is done outside, over the whole sequence: delta u in
+    one product, and the axes the step broadcasts along (free reshapes), so the step is six ops:
+    it reads delta_t (b, 1, d), (delta u)_t (b, 1, d), B_t (b, n, 1), C_t (b, 1, n) and A^T
+    (n, d) from the outer graph, and emits y_t = C_t h_t (b, 1, d).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -313,8 +315,26 @@ def lower_recurrences(proto):
             continue
         u, delta, A, B, C = node.input
         p = f"ssm{i}_"
+
+        def unsqueeze(x, axis, out, p=p):
+            return helper.make_node("Unsqueeze", [x, p + f"ax{axis}"], [p + out])
+
         nodes += [
+            *(
+                helper.make_node(
+                    "Constant",
+                    [],
+                    [p + f"ax{k}"],
+                    value=helper.make_tensor(f"ax{k}", TensorProto.INT64, [1], [k]),
+                )
+                for k in (2, 3)
+            ),
             helper.make_node("Transpose", [A], [p + "At"], perm=[1, 0]),  # (n, d)
+            helper.make_node("Mul", [delta, u], [p + "du"]),  # (L, b, d)
+            unsqueeze(delta, 2, "dt4"),  # (L, b, 1, d)
+            unsqueeze(p + "du", 2, "du4"),  # (L, b, 1, d)
+            unsqueeze(B, 3, "B4"),  # (L, b, n, 1)
+            unsqueeze(C, 2, "C4"),  # (L, b, 1, n)
             helper.make_node("Shape", [u], [p + "b"], start=1, end=2),
             helper.make_node("Shape", [A], [p + "n"], start=1, end=2),
             helper.make_node("Shape", [u], [p + "d"], start=2, end=3),
@@ -327,11 +347,12 @@ def lower_recurrences(proto):
             ),
             helper.make_node(
                 "Scan",
-                [p + "h0", u, delta, B, C],
-                [p + "h_last", node.output[0]],
+                [p + "h0", p + "dt4", p + "du4", p + "B4", p + "C4"],
+                [p + "h_last", p + "y4"],
                 num_scan_inputs=4,
                 body=_step_graph(p, p + "At"),
             ),
+            helper.make_node("Squeeze", [p + "y4", p + "ax2"], [node.output[0]]),  # (L, b, d)
         ]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -347,40 +368,29 @@ def _step_graph(p: str, At: str):
     from onnx import TensorProto, helper
 
     def value(name, *dims):  # onnxruntime wants the rank of every body output
-        return helper.make_tensor_value_info(p + name, TensorProto.FLOAT, [p + d for d in dims])
+        dims = [1 if d == "1" else p + d for d in dims]
+        return helper.make_tensor_value_info(p + name, TensorProto.FLOAT, dims)
 
-    def node(op, inputs, output, **attrs):
-        names = [i if i == At else p + i for i in inputs]
-        return helper.make_node(op, names, [p + output], **attrs)
+    def node(op, inputs, output):
+        return helper.make_node(op, [i if i == At else p + i for i in inputs], [p + output])
 
-    axes = {
-        "ax1": helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
-        "ax2": helper.make_tensor("ax2", TensorProto.INT64, [1], [2]),
-    }
     body = [
-        *(helper.make_node("Constant", [], [p + k], value=v) for k, v in axes.items()),
-        node("Unsqueeze", ["dt", "ax1"], "dt1"),  # (b, 1, d)
-        node("Mul", ["dt1", At], "dtA"),  # (b, n, d)
+        node("Mul", ["dt", At], "dtA"),  # (b, 1, d) * (n, d) -> (b, n, d)
         node("Exp", ["dtA"], "decay"),
-        node("Mul", ["dt", "u"], "dtu"),  # (b, d)
-        node("Unsqueeze", ["dtu", "ax1"], "dtu1"),  # (b, 1, d)
-        node("Unsqueeze", ["B", "ax2"], "B2"),  # (b, n, 1)
-        node("Mul", ["B2", "dtu1"], "inject"),  # (b, n, d)
+        node("Mul", ["B", "du"], "inject"),  # (b, n, 1) * (b, 1, d) -> (b, n, d)
         node("Mul", ["decay", "h"], "kept"),
         node("Add", ["kept", "inject"], "h_next"),
-        node("Unsqueeze", ["C", "ax1"], "C1"),  # (b, 1, n)
-        node("MatMul", ["C1", "h_next"], "y1"),  # (b, 1, d)
-        node("Squeeze", ["y1", "ax1"], "y"),  # (b, d)
+        node("MatMul", ["C", "h_next"], "y"),  # (b, 1, n) @ (b, n, d) -> (b, 1, d)
     ]
     return helper.make_graph(
         body,
         p + "step",
         [
             value("h", *"bnd"),
-            value("u", *"bd"),
-            value("dt", *"bd"),
-            value("B", *"bn"),
-            value("C", *"bn"),
+            value("dt", "b", "1", "d"),
+            value("du", "b", "1", "d"),
+            value("B", "b", "n", "1"),
+            value("C", "b", "1", "n"),
         ],  # fmt: skip
-        [value("h_next", *"bnd"), value("y", *"bd")],
+        [value("h_next", *"bnd"), value("y", "b", "1", "d")],
     )
