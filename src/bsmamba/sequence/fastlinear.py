@@ -31,13 +31,14 @@ _ONEDNN = _has_op()
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """``F.linear(x, weight, bias)``: x (..., in), weight (out, in), bias (out,) -> (..., out);
-    through oneDNN for float32 CPU tensors when no gradient is recorded."""
+    through oneDNN for float32 CPU tensors when no gradient is recorded and nothing traces."""
     if (
         _ONEDNN
         and not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # torch.export (ONNX) has no translation of it
     ):
         return torch.ops.mkldnn._linear_pointwise(
             x.contiguous(), weight.contiguous(), bias, "none", [], ""
