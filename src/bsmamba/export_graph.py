@@ -169,9 +169,15 @@ class _ExportBiMamba(nn.Module):
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
-    """softplus in a form whose ONNX ops onnxruntime vectorises (its Softplus node is ~3x
-    slower); equal to ``F.softplus`` within float32 rounding for every x."""
-    return F.relu(x) + torch.log1p(torch.exp(-x.abs()))
+    """softplus in a form whose ONNX ops onnxruntime runs fast (its Softplus node is ~3x
+    slower); equal to ``F.softplus`` within float32 rounding for every x.
+
+    log(1 + e^x) > x, so the max only acts where the clamp does (x > 30, where softplus(x) = x
+    in float32), and e^x never overflows. Five ONNX ops (Min, Exp, Add, Log, Max) against the
+    seven of relu(x) + log1p(exp(-|x|)): onnxruntime, one thread, (30, 1251, 128) float32
+    13.3 against 15.6 ms (ad-hoc timing, min of 9, not kept).
+    """
+    return torch.maximum(torch.log1p(torch.exp(x.clamp(max=30.0))), x)
 
 
 # ---- the spectral core ---------------------------------------------------------------------------
