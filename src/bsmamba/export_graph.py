@@ -209,21 +209,25 @@ class SpectralCore(nn.Module):
             dim=1,
         )  # (B, K, T, N)
         feats = self.layout(feats)
+        # the mask with its (tap, re/im) axes first: each tap's part is then one contiguous
+        # block, where picking it off the last axes was a strided Gather (12 a forward,
+        # 2.4 ms each at 10 s in onnxruntime)
         mask = torch.cat(
             [
-                rearrange(mlp(feats[:, i]), "b t (w k c) -> b w t k c", w=w, k=TAPS, c=2)
+                rearrange(mlp(feats[:, i]), "b t (w k c) -> k c b w t", w=w, k=TAPS, c=2)
                 for i, (w, mlp) in enumerate(zip(dec.widths, dec.mlps, strict=True))
             ],
-            dim=1,
-        )  # (B, F, T, 3, 2)
+            dim=3,
+        )  # (3, 2, B, F, T)
         T = spec.shape[2]
-        padded = F.pad(spec, (0, 0, 1, 1))  # a zero frame beyond either end
+        # the real and imaginary parts, each with a zero frame beyond either end
+        xr, xi = (F.pad(x, (1, 1)) for x in rearrange(spec, "b f t c -> c b f t"))
         re = im = 0
         for k in range(TAPS):  # complex multiply-accumulate of frames t-1, t, t+1
-            xr, xi = padded[:, :, k : k + T, 0], padded[:, :, k : k + T, 1]
-            mr, mi = mask[..., k, 0], mask[..., k, 1]
-            re = re + mr * xr - mi * xi
-            im = im + mr * xi + mi * xr
+            sr, si = xr[..., k : k + T], xi[..., k : k + T]
+            mr, mi = mask[k, 0], mask[k, 1]
+            re = re + mr * sr - mi * si
+            im = im + mr * si + mi * sr
         return torch.stack([re, im], dim=-1)
 
 
