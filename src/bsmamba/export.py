@@ -32,6 +32,7 @@ from bsmamba.export_graph import (
     MIN_OPSET,
     SpectralCore,
     check_opset,
+    chunk_band_lstms,
     lower_recurrences,
     set_metadata,
     ssm_translation,
@@ -66,7 +67,7 @@ def export_onnx(model: nn.Module, opset: int = MIN_OPSET, frames: int = 37):
         dynamic_shapes=({0: dyn, 2: dyn},),
         custom_translation_table=ssm_translation(onnx, onnxscript),
     )
-    proto = lower_recurrences(proto)
+    proto = chunk_band_lstms(lower_recurrences(proto))
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
