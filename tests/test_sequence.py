@@ -118,3 +118,14 @@ def test_fast_linear_equals_f_linear_and_keeps_gradients():
     w.requires_grad_(True)
     linear(x, w, b).sum().backward()  # with gradients: F.linear and its backward
     torch.testing.assert_close(w.grad, x.sum((0, 1)).expand(24, 16))
+
+
+def test_lstm_mixer_runs_a_long_batch_in_chunks_without_gradients():
+    from bsmamba.sequence import lstm
+
+    torch.manual_seed(0)
+    m = get_mixer("lstm", 8, axis="band")
+    x = torch.randn(2 * lstm.CHUNK_ROWS + 3, 5, 8)  # three chunks of 171 rows
+    want = m(x)  # with gradients: one call over every row
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want.detach(), rtol=1e-6, atol=1e-6)
