@@ -89,7 +89,8 @@ class TrainConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed
     out: str = ""  # run dir; "" = runs/<preset>-<data>-s<seed>/
     num_nodes: int = 1
-    # generator loss: w_ri * complex L1 + w_mag * L1(|S|^c) (+ w_wave * L1(wave)) (+ adversarial)
+    # generator loss: w_ri * complex L1 + w_mag * L1(|S|^c) (+ w_wave * L1(wave))
+    # (+ w_si_sdr * -SI-SDR(wave)) (+ adversarial)
     complex_loss: str = "plain"  # plain (published: mean |S_est - S_ref|) | compressed (earlier)
     loss_ri_weight: float = 0.5
     loss_mag_weight: float = 0.5
