@@ -354,16 +354,7 @@ def lower_recurrences(proto):
         if _static_length(known.get(u)):
             nodes += _chunked_scan(p, inputs, u, p + "y4")
         else:
-            nodes += [
-                *_zero_state(p, inputs[0], inputs[2], p + "h0"),
-                helper.make_node(
-                    "Scan",
-                    [p + "h0", *inputs],
-                    [p + "h_last", p + "y4"],
-                    num_scan_inputs=4,
-                    body=_step_graph(p, p + "At"),
-                ),
-            ]
+            nodes += _scan(p, inputs, p + "y4", _step_graph(p, p + "At"))
         nodes.append(helper.make_node("Squeeze", [p + "y4", p + "ax2"], [node.output[0]]))
     del graph.node[:]
     graph.node.extend(nodes)
@@ -387,6 +378,16 @@ def _static_length(info) -> bool:
         return False
     dims = info.type.tensor_type.shape.dim
     return len(dims) > 0 and dims[0].HasField("dim_value")
+
+
+def _scan(p: str, inputs: list[str], y: str, body) -> list:
+    """The recurrence over inputs (dt, du, B, C), each (L, rows, ...), from h0 = 0 -> y."""
+    from onnx import helper
+
+    scan = helper.make_node(
+        "Scan", [p + "h0", *inputs], [p + "h_last", y], num_scan_inputs=4, body=body
+    )
+    return [*_zero_state(p, inputs[0], inputs[2], p + "h0"), scan]
 
 
 def _zero_state(p: str, dt: str, B: str, out: str) -> list:
@@ -484,16 +485,7 @@ def _chunked_scan(p: str, inputs: list[str], u: str, out: str) -> list:
     q = p + "chunk_"  # the outer body: one chunk's (L, R, ...) inputs -> its y (L, R, 1, d)
     names = [q + x for x in ("dt", "du", "B", "C")]
     body = helper.make_graph(
-        [
-            *_zero_state(q, names[0], names[2], q + "h0"),
-            helper.make_node(
-                "Scan",
-                [q + "h0", *names],
-                [q + "h_last", q + "y"],
-                num_scan_inputs=4,
-                body=_step_graph(p, p + "At"),
-            ),
-        ],
+        _scan(q, names, q + "y", _step_graph(p, p + "At")),
         q + "rows",
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [None] * 4) for x in names],
         [helper.make_tensor_value_info(q + "y", TensorProto.FLOAT, [None] * 4)],
