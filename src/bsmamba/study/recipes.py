@@ -16,7 +16,7 @@ from typing import Any
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The README's first command: all five systems on the bundled demo set, under 10 minutes on
-    # 2 CPU cores (8 min 20 s measured: benchmarks/study_demo.py). Each system gets the same
+    # 2 CPU cores (8 min 22 s measured: benchmarks/study_demo.py). Each system gets the same
     # wall-clock budget (not the same step count: a fair comparison of what each architecture
     # learns in equal CPU time at a small shape).
     "demo": {
