@@ -1,6 +1,6 @@
 """Time the `demo` study end to end (README, docs/study.md) and print one JSON document.
 
-    python benchmarks/study_demo.py                 # the demo study (8 min 20 s: docs/study.md)
+    python benchmarks/study_demo.py                 # the demo study (8 min 22 s: docs/study.md)
     python benchmarks/study_demo.py --quick         # the smoke recipe on two systems (not timed)
     python benchmarks/study_demo.py --out DIR       # keep the study folder (default: a temp dir)
 
