@@ -9,7 +9,7 @@ SRC = Path(bsmamba.__file__).parent
 LOWER = ("data", "metrics", "model", "scan", "norms", "frontend", "units", "losses", "checkpoint",
          "heap")  # fmt: skip
 INFERENCE = ("enhance", "enhance_cli", "stream", "stream_core", "stream_export", "causal",
-             "export", "export_graph", "onnx_engine", "memory")  # fmt: skip
+             "export", "export_graph", "export_scan", "onnx_engine", "memory")  # fmt: skip
 HIGHER = ("train", "study", "cli", *INFERENCE)
 
 

@@ -10,7 +10,7 @@ other) frames the waveform with the centred, reflect-padded STFT whose settings 
 in its metadata (``stft``: sample_rate, n_fft, hop_length, win_length, window).
 
 LSTMs become ONNX ``LSTM`` nodes, a Mamba block's recurrence an ONNX ``Scan`` over the sequence
-(the graph pieces: :mod:`bsmamba.export_graph`).
+(the graph pieces: :mod:`bsmamba.export_graph`, :mod:`bsmamba.export_scan`).
 
 ``bsmamba enhance --engine onnxruntime MODEL.onnx IN OUT`` runs an exported file through the
 same chunking and overlap-add as the torch engine (:class:`bsmamba.enhance.Enhancer`).
@@ -28,16 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bsmamba.export_graph import (
-    MIN_OPSET,
-    SpectralCore,
-    check_opset,
-    chunk_band_lstms,
-    lower_recurrences,
-    set_metadata,
-    ssm_translation,
-    trace,
-)
+from bsmamba.export_graph import MIN_OPSET, SpectralCore, check_opset, set_metadata, trace
+from bsmamba.export_scan import chunk_band_lstms, lower_recurrences, ssm_translation
 from bsmamba.onnx_engine import FORMAT, FORMAT_VERSION, OnnxModel, need
 
 TOLERANCE = 1e-4  # |onnxruntime - torch| an export must meet on its check input
