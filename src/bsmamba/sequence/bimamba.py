@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bsmamba.sequence.fastlinear import linear
+from bsmamba.sequence.hooks import watched
 from bsmamba.sequence.mamba import Mamba
 
 MERGES = ("concat", "add")
@@ -45,7 +46,7 @@ class BiMamba(nn.Module):
         (d_inner -> dim) products instead of three, and no concatenation.
         """
         fwd, bwd = self.fwd, self.bwd
-        if torch.is_grad_enabled() or not (fwd._fused() and bwd._fused()) or self._hooked():
+        if torch.is_grad_enabled() or not (fwd._fused() and bwd._fused()) or watched(self.proj):
             y_fwd, y_bwd = fwd.time_major(x), bwd.time_major(x.flip(0)).flip(0)
             if self.proj is None:
                 return y_fwd + y_bwd
@@ -56,12 +57,3 @@ class BiMamba(nn.Module):
             w_fwd, w_bwd, bias = p_fwd @ w_fwd, p_bwd @ w_bwd, self.proj.bias
         y = linear(fwd._gated(x.contiguous()).to(x.dtype), w_fwd, bias)
         return y.add_(linear(bwd._gated(x.flip(0)).to(x.dtype), w_bwd).flip(0))
-
-    def _hooked(self) -> bool:
-        """Whether hooks watch the merge (MAC counting): the folded path never calls it."""
-        from torch.nn.modules import module as _m
-
-        if _m._global_forward_hooks or _m._global_forward_pre_hooks:
-            return True
-        proj = self.proj
-        return proj is not None and bool(proj._forward_hooks or proj._forward_pre_hooks)

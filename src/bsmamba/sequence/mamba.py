@@ -23,6 +23,7 @@ from torch import nn
 from bsmamba.scan import check_backend, choose_backend, selective_scan
 from bsmamba.scan.fused import scan_time_major
 from bsmamba.sequence.fastlinear import linear
+from bsmamba.sequence.hooks import watched
 
 
 class Mamba(nn.Module):
@@ -126,11 +127,7 @@ class Mamba(nn.Module):
     def _hooked(self) -> bool:
         """Whether module hooks watch the submodules (MAC counting, tracers): the time-major
         path bypasses in_proj and conv1d, so it steps aside for them."""
-        from torch.nn.modules import module as _m
-
-        if _m._global_forward_hooks or _m._global_forward_pre_hooks:
-            return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.children())
+        return watched(*self.children())
 
     def time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` on time-major input: x (L, B, dim) -> (L, B, dim)."""
