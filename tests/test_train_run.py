@@ -117,7 +117,7 @@ def test_run_writes_a_complete_run_dir_and_a_rerun_only_reports(data, tmp_path):
 
 
 def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
-    base = ["train.epochs=3", "train.ckpt_every_n_steps=3"]
+    base = ["train.epochs=3", "train.ckpt_every_n_steps=3", "train.log_every=1"]
     straight = run(config.load(overrides=tiny(data, tmp_path / "a", *base, "train.max_steps=6")))
     a = _weights(tmp_path / "a" / "checkpoints" / "last.ckpt")
     # 4 steps an epoch: stop at step 3 (mid-epoch) or 4 (the epoch's last batch, before its
@@ -133,6 +133,14 @@ def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), (stop, k)
         assert resumed["validation"] == straight["validation"]
+        # The log too: the rows before the stop are kept, none is logged twice.
+        assert _logged(out, "loss") == _logged(tmp_path / "a", "loss") != []
+
+
+def _logged(out, column: str) -> list[tuple[str, str]]:
+    """(step, value) of every row of a run's metrics.csv that has ``column``."""
+    rows = csv.DictReader(open(out / "logs" / "csv" / "metrics.csv"))
+    return [(r["step"], r[column]) for r in rows if r.get(column)]
 
 
 def test_injected_oom_steps_down_the_ladder_and_finishes(data, tmp_path, monkeypatch):

@@ -186,7 +186,10 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
     resume = ckdir / ckpt_io.LAST
     if resume.is_file():
         console.say(cfg, f"resuming from {resume}")
-        ckpt_io.check_fits(resume, ckpt_io.model_state(ckpt_io.load(resume)), model)
+        state = ckpt_io.load(resume)
+        ckpt_io.check_fits(resume, ckpt_io.model_state(state), model)
+        if trainer.global_rank == 0:
+            _keep_logged_rows(trainer.loggers, int(state["global_step"]))
     t0 = time.perf_counter()
     try:
         trainer.fit(module, ckpt_path=str(resume) if resume.is_file() else None)
@@ -209,6 +212,28 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return results
+
+
+def _keep_logged_rows(loggers, step: int) -> None:
+    """Carry metrics.csv's rows of the steps before ``step`` into a resumed run's log.
+
+    Lightning's CSV writer deletes an existing metrics.csv when it starts; the rows a checkpoint
+    already covers are handed to the new writer instead (those logged after it, which the resumed
+    run logs again, are dropped), so the log of a resumed run reads as that of an unbroken one.
+    """
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir, "metrics.csv")
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            rows = [{k: v for k, v in row.items() if k and v} for row in csv.DictReader(f)]
+        logger.experiment.metrics[:0] = [r for r in rows if float(r.get("step", step)) < step]
 
 
 def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
