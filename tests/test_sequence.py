@@ -81,13 +81,15 @@ def test_stacked_layout_is_all_time_passes_then_all_band_passes():
 
 
 @pytest.mark.parametrize(
-    "mixer, merge", [("mamba", "concat"), ("bimamba", "concat"), ("bimamba", "add")]
+    "mixer, merge",
+    [("mamba", "concat"), ("bimamba", "concat"), ("bimamba", "add"), ("lstm", None)],
 )
 def test_inference_time_major_passes_equal_the_module_path(mixer, merge):
-    # without gradients a pass hands its Mamba mixer time-major input, and BiMamba folds each
+    # without gradients a pass hands its mixer time-major input, and BiMamba folds each
     # out_proj into the merge; with gradients (training) the module path runs: same numbers
     torch.manual_seed(0)
-    layout = Layout("dual", mixer, 8, num_layers=1, merge=merge, **OPTS).double()
+    options = {"merge": merge} if merge else {}
+    layout = Layout("dual", mixer, 8, num_layers=1, **options, **OPTS).double()
     x = torch.randn(2, 3, 11, 8, dtype=torch.float64)
     want = layout(x)
     assert want.requires_grad

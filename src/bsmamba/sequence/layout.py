@@ -44,7 +44,8 @@ class _Pass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         y = self.norm(x)
-        if hasattr(self.mixer, "time_major") and not torch.is_grad_enabled():
+        inference = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
+        if inference and hasattr(self.mixer, "time_major"):
             return x + self._time_major(y, B)
         if self.axis == "time":
             out = self.mixer(rearrange(y, "b k t n -> (b k) t n"))
@@ -53,9 +54,10 @@ class _Pass(nn.Module):
         return x + rearrange(out, "(b t) k n -> b k t n", b=B)
 
     def _time_major(self, y: torch.Tensor, B: int) -> torch.Tensor:
-        """The mixer on time-major (L, batch, N), what Mamba's scan wants: one copy in, and a
-        band pass's (K, B*T, N) is a plain view for one utterance. Inference only: training
-        keeps the module path."""
+        """The mixer on time-major (L, batch, N), what Mamba's scan and oneDNN's LSTM want: one
+        copy in, and a band pass's (K, B*T, N) is a plain view for one utterance. Inference
+        only: training and the exporter's trace (``export_graph`` has its own passes) keep the
+        module path."""
         if self.axis == "time":
             out = self.mixer.time_major(rearrange(y, "b k t n -> t (b k) n"))
             return rearrange(out, "t (b k) n -> b k t n", b=B)

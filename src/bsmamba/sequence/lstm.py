@@ -27,14 +27,26 @@ class LSTMMixer(nn.Module):
         self.proj = nn.Linear(2 * dim * (2 if bidirectional else 1), dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B = x.shape[0]
-        if torch.is_grad_enabled() or B <= CHUNK_ROWS or torch.compiler.is_compiling():
-            return self._mix(x)
-        c = -(-B // CHUNK_ROWS)  # inference: c chunks of about equal size
-        return torch.cat([self._mix(part) for part in x.split(-(-B // c))])
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.proj(self.lstm(x)[0])
+        return self.time_major(x.transpose(0, 1)).transpose(0, 1)
 
-    def _mix(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.lstm(x)[0]
+    def time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """(L, batch, dim) -> (L, batch, dim) without gradients: the layout's inference path.
+
+        The batch-first LSTM transposes its input to time-major for oneDNN, so handing it
+        ``x.transpose(0, 1)`` costs no copy, and a band pass's (K, B*T, N) is a view of the
+        features: no transpose on either side (bsrnn, 10 s, one thread: ~3 % less time than the
+        batch-first path, ad-hoc A/B not kept). A long batch runs in chunks of at most
+        ``CHUNK_ROWS`` rows."""
+        B = x.shape[1]
+        if B <= CHUNK_ROWS:
+            return self._mix(x)
+        c = -(-B // CHUNK_ROWS)  # c chunks of about equal size
+        return torch.cat([self._mix(part) for part in x.split(-(-B // c), dim=1)], dim=1)
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:  # time-major (L, batch, dim)
+        out = self.lstm(x.transpose(0, 1))[0].transpose(0, 1)
         p = self.proj
         if watched(p):
             return p(out)  # hooks (MAC counting) see the layer called
