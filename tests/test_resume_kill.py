@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ def _step_of(ckpt) -> int:
 def test_sigkill_then_resume_completes(tmp_path):
     data, out = make_dataset(tmp_path / "vb"), tmp_path / "run"
     overrides = tiny(data, out, f"train.max_steps={MAX_STEPS}", "train.epochs=50")
-    overrides += ["train.ckpt_every_n_steps=1", "model.dim=8"]
+    overrides += ["train.ckpt_every_n_steps=1", "model.dim=8", "train.log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "bsmamba.cli", "train", *overrides]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -59,3 +60,7 @@ def test_sigkill_then_resume_completes(tmp_path):
     assert results["model_config"]["dim"] == 8  # resumed with the run's own config
     assert not list((out / "checkpoints").glob(".*.tmp"))  # no temp file left behind
     assert _step_of(last) == MAX_STEPS
+    # The log keeps the killed run's rows and the resumed run's, each step once.
+    rows = csv.DictReader(open(out / "logs" / "csv" / "metrics.csv"))
+    steps = [int(r["step"]) for r in rows if r.get("loss")]
+    assert steps == sorted(set(steps)) and len(steps) >= MAX_STEPS - 1, steps

@@ -176,7 +176,8 @@ def _fit(cfg: DictConfig, out: Path, events: list[dict]) -> dict:
         plugins=[cb.AtomicCheckpointIO()],
         logger=[
             TensorBoardLogger(out / "logs", name="tensorboard", version=""),
-            CSVLogger(out / "logs", name="csv", version=""),
+            # every row on disk as it is logged: a killed run's log keeps what it logged
+            CSVLogger(out / "logs", name="csv", version="", flush_logs_every_n_steps=1),
         ],
         enable_checkpointing=True,
         enable_progress_bar=bool(t.progress),
