@@ -39,7 +39,8 @@ def make_batch(model: nn.Module, batch_size: int, segment_s: float, device) -> t
 
 
 def step_loss(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """The training loss with its default weights (compressed RI + magnitude L1)."""
+    """The generator's spectral loss with its default weights (``losses.enhancement_loss``:
+    plain complex L1 + compressed magnitude L1); no MetricGAN term."""
     from bsmamba.losses import enhancement_loss
 
     return enhancement_loss(model, noisy, clean).total
