@@ -126,6 +126,10 @@ def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
         out = tmp_path / f"stop{stop}"
         run(config.load(overrides=tiny(data, out, *base, f"train.max_steps={stop}")))
         (out / "results.json").unlink()
+        log = out / "logs" / "csv" / "metrics.csv"
+        width = len(log.read_text().splitlines()[0].split(","))
+        with open(log, "a") as f:  # damaged rows: cut short by a kill, and junk in every field
+            f.write("0.5,0.3\n" + ",".join(["junk"] * width) + "\n")
         resumed = run(config.load(overrides=tiny(data, out, *base, "train.max_steps=6")))
         assert resumed["steps"] == straight["steps"] == 6
         b = _weights(out / "checkpoints" / "last.ckpt")
@@ -135,6 +139,20 @@ def test_resume_is_exact_mid_epoch_and_at_an_epoch_end(data, tmp_path):
         assert resumed["validation"] == straight["validation"]
         # The log too: the rows before the stop are kept, none is logged twice.
         assert _logged(out, "loss") == _logged(tmp_path / "a", "loss") != []
+
+
+def test_a_resume_keeps_an_unreadable_log_aside_and_trains_on(data, tmp_path):
+    out, base = tmp_path / "run", ["train.epochs=3", "train.log_every=1"]
+    run(config.load(overrides=tiny(data, out, *base, "train.max_steps=3")))
+    (out / "results.json").unlink()
+    log = out / "logs" / "csv" / "metrics.csv"
+    damaged = log.read_bytes() + b"\x00" * 200_000  # a block of zeros: csv refuses the file
+    log.write_bytes(damaged)
+    with pytest.warns(UserWarning, match="metrics-damaged-s3.csv"):
+        res = run(config.load(overrides=tiny(data, out, *base, "train.max_steps=6")))
+    assert res["steps"] == 6
+    assert (log.parent / "metrics-damaged-s3.csv").read_bytes() == damaged  # kept as it was
+    assert [s for s, _ in _logged(out, "loss")] == ["3", "4", "5"]  # the resumed run's rows
 
 
 def _logged(out, column: str) -> list[tuple[str, str]]:

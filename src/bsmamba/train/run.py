@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +233,24 @@ def _keep_logged_rows(loggers, step: int) -> None:
         path = Path(logger.log_dir, "metrics.csv")
         if not path.is_file():
             continue
-        with open(path, newline="") as f:
-            rows = [{k: v for k, v in row.items() if k and v} for row in csv.DictReader(f)]
-        logger.experiment.metrics[:0] = [r for r in rows if float(r.get("step", step)) < step]
+        try:
+            with open(path, newline="", errors="replace") as f:
+                rows = [{k: v for k, v in row.items() if k and v} for row in csv.DictReader(f)]
+        except csv.Error as e:  # a damaged log never stops a resume: it is kept, not read
+            damaged = path.with_name(f"metrics-damaged-s{step}.csv")
+            os.replace(path, damaged)
+            warnings.warn(f"{path} could not be read ({e}); kept as {damaged.name}", stacklevel=2)
+            continue
+        logger.experiment.metrics[:0] = [r for r in rows if _step_of(r, step) < step]
+
+
+def _step_of(row: dict, default: int) -> float:
+    """A metrics.csv row's step; ``default`` where it is missing or damaged (a row cut short
+    by a kill, say)."""
+    try:
+        return float(row.get("step", default))
+    except ValueError:
+        return default
 
 
 def _results(cfg, out, trainer, module, callbacks, events, wall) -> dict:
