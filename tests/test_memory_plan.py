@@ -73,6 +73,31 @@ def test_predicted_within_10_percent_of_measured_on_cpu(preset):
     assert r["verdict"] == "fits" and r["top_layers"]
 
 
+@pytest.mark.parametrize("preset", ["modified", "bsrnn"])
+def test_the_discriminator_and_the_weight_average_are_counted(preset):
+    # what a config trains beside the generator: MetricGAN's discriminator (weights, gradients,
+    # Adam moments, the adversarial term through it) and the weight average's copy
+    from bsmamba.losses import Discriminator
+
+    kw = kwargs(preset)
+    plain = P.plan(kw, BATCH, SEGMENT)
+    both = P.plan(kw, BATCH, SEGMENT, options=S.StepOptions(metricgan=True, ema=True))
+    assert (both["metricgan"], both["ema"], plain["metricgan"], plain["ema"]) == (1, 1, 0, 0)
+    tol = 0.10 if kw["mixer"] == "lstm" else 0.01
+    assert abs(both["predicted_peak_bytes"] / both["measured_peak_bytes"] - 1) < tol, both
+
+    def nbytes(tensors):
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    model, disc = S.build(kw), Discriminator()
+    weights = nbytes([*model.parameters(), *model.buffers()])  # the average's copy
+    d_weights, d_params = nbytes([*disc.parameters(), *disc.buffers()]), nbytes(disc.parameters())
+    a, b = plain["breakdown"], both["breakdown"]
+    assert b["parameters_bytes"] - a["parameters_bytes"] == weights + d_weights
+    assert b["optimizer_state_bytes"] - a["optimizer_state_bytes"] == 2 * d_params
+    assert both["measured_peak_bytes"] >= plain["measured_peak_bytes"] + weights + 3 * d_params
+
+
 def test_verdict_against_a_small_budget_and_a_bad_device():
     r = P.plan(kwargs("modified"), 1, 0.1, budget="1MiB", measure=False)
     assert r["verdict"] == "does_not_fit" and r["budget_bytes"] == 2**20
@@ -104,11 +129,16 @@ def test_max_batch_is_the_largest_that_fits():
 
 def test_plan_command_json_and_text(capsys):
     argv = ["plan", "--preset", "modified", "--batch-size", "1", "--segment", "0.1"]
+    # the published recipe's discriminator cannot see 0.1 s: said before anything runs
+    assert cli.main([*argv]) == 2
+    assert "train.metricgan=false" in capsys.readouterr().err
+    argv[-1] = "0.25"
     assert cli.main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["kind"] == "plan" and doc["schema_version"] >= 1
     r = doc["by_preset"]["modified"]
     assert r["measured_peak_bytes"] > 0 and r["predicted_peak_bytes"] > 0
+    assert (r["metricgan"], r["ema"]) == (True, False)  # the published recipe's defaults
     assert set(r["breakdown"]) == {
         "parameters_bytes",
         "gradients_bytes",
@@ -162,6 +192,7 @@ def test_card_table_gives_each_card_the_largest_batch_that_fits():
 def test_plan_cards_command_and_the_verdict_names_device_budget_and_basis(capsys):
     # --all --cards (every preset and every earlier setting) costs 27 traces: one preset here
     argv = ["plan", "--preset", "abl2", "--segment", "0.05", "--cards", "0.6,1"]
+    argv.append("train.metricgan=false")  # 0.05 s is too short for the discriminator
     assert cli.main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc["by_preset"]) == ["abl2", "abl2 earlier (num_layers=4, d_state=16)"]
@@ -176,6 +207,7 @@ def test_plan_cards_command_and_the_verdict_names_device_budget_and_basis(capsys
     assert cli.main(["plan", "--cards", "big"]) == 2
     assert "--cards" in capsys.readouterr().err
     argv = ["plan", "--preset", "modified", "--batch-size", "1", "--segment", "0.1"]
+    argv.append("train.metricgan=false")
     assert cli.main([*argv, "--budget", "1MiB", "--no-measure", "--device", "cuda"]) == 0
     out = capsys.readouterr().out
     if not torch.cuda.is_available():

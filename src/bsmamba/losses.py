@@ -142,6 +142,8 @@ class Discriminator(nn.Module):
     target of 1 lies inside its range). ndf 16: 181,650 parameters.
     """
 
+    MIN_FRAMES = 16
+
     def __init__(self, ndf: int = 16):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm
@@ -167,6 +169,11 @@ class Discriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape[-1] < self.MIN_FRAMES:  # four 4-wide stride-2 convolutions need 16
+            raise ValueError(
+                f"MetricGAN's discriminator needs at least {self.MIN_FRAMES} STFT frames, got "
+                f"{x.shape[-1]}: use longer crops (data.segment_s) or train.metricgan=false"
+            )
         return self.layers(torch.cat([x, y], dim=1)).flatten()  # (B,)
 
 

@@ -17,7 +17,7 @@ from bsmamba.memory.plan import (
     plan,
     verdict_text,
 )
-from bsmamba.memory.step import DEVICES
+from bsmamba.memory.step import DEVICES, StepOptions
 from bsmamba.units import fmt_bytes
 
 
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if cfg.train.threads > 0:
         torch.set_num_threads(int(cfg.train.threads))
-    base = config.model_kwargs(cfg)
+    base, options = config.model_kwargs(cfg), StepOptions.of(cfg)
     if args.cards is not None:
         cards = tuple(_card_sizes(args.cards))
         from bsmamba.presets import EARLIER
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
             configs = {cfg.model.preset: base}
             if base["mixer"] != "lstm" and any(base[k] != v for k, v in EARLIER.items()):
                 configs[earlier_name(cfg.model.preset)] = {**base, **EARLIER}
-        table = card_table(configs, cfg.data.segment_s, cards, args.device or "cuda")
+        table = card_table(configs, cfg.data.segment_s, cards, args.device or "cuda", options)
         if args.json:
             print(json.dumps(schema.document("plan", by_preset=table), indent=2))
         else:
@@ -87,9 +87,12 @@ def main(args: argparse.Namespace) -> int:
             cfg.memory.budget,
             device,
             measure=not args.no_measure,
+            options=options,
         )
         if args.max_batch:
-            res["max_batch"] = max_batch(kwargs, cfg.data.segment_s, cfg.memory.budget, device)
+            res["max_batch"] = max_batch(
+                kwargs, cfg.data.segment_s, cfg.memory.budget, device, options=options
+            )
         results[name] = res
     if args.json:
         print(json.dumps(schema.document("plan", by_preset=results), indent=2))
@@ -135,8 +138,13 @@ def _render(results: dict[str, dict]) -> str:
     lines = []
     first = next(iter(results.values()))
     device = first["device"]
+    parts = (
+        "forward, loss, backward, Adam"
+        + (", MetricGAN's discriminator and adversarial term" if first["metricgan"] else "")
+        + (", the weight average" if first["ema"] else "")
+    )
     lines.append(
-        f"peak memory of one training step (forward, loss, backward, Adam) at batch "
+        f"peak memory of one training step ({parts}) at batch "
         f"{first['batch_size']} x {first['segment_s']} s on {device}"
         + (" (estimate: no CUDA here)" if first["estimate"] else "")
     )

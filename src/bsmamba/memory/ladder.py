@@ -137,6 +137,7 @@ def fit(cfg: DictConfig) -> tuple[DictConfig, list[dict[str, Any]]]:
     Does nothing (no events) when ``memory.check`` is false.
     """
     from bsmamba.memory.plan import plan
+    from bsmamba.memory.step import StepOptions
     from bsmamba.units import fmt_bytes
 
     if not cfg.memory.check:
@@ -153,6 +154,7 @@ def fit(cfg: DictConfig) -> tuple[DictConfig, list[dict[str, Any]]]:
             cfg.memory.budget,
             device,
             measure=False,
+            options=StepOptions.of(cfg),
         )
         events.append(
             {

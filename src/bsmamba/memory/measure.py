@@ -16,9 +16,11 @@ from typing import Any
 import torch
 
 from bsmamba.memory.step import (
+    StepOptions,
     adam_with_state,
     build,
     check_device,
+    extras,
     make_batch,
     static_bytes,
     step_loss,
@@ -32,39 +34,45 @@ def measure(
     segment_s: float,
     device: str = "cpu",
     warmup: bool = True,
+    options: StepOptions | None = None,
 ) -> dict[str, Any]:
     """Run a real training step on ``device``; peak live bytes from the allocator.
 
-    ``warmup`` runs one untracked step first, so lazy one-off allocations (kernel caches) and
+    ``options``: what the run trains beside the generator (``StepOptions``). ``warmup`` runs
+    one untracked step first, so lazy one-off allocations (kernel caches) and
     first-call slowness stay out. Returns ``peak_bytes``, ``step_time_s`` (of the tracked step;
     the CPU profiler slows it by a few tens of %), ``method`` and the static parts
     (``parameters_bytes``, ``optimizer_state_bytes``).
     """
-    device = check_device(device)
+    device, options = check_device(device), options or StepOptions()
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda needs a CUDA build of torch and a GPU; this torch has none")
     model = build(model_kwargs).to(device)
-    opt = adam_with_state(model)
+    disc, average = extras(model, options)
+    opt = adam_with_state(model, disc)
     noisy, clean = make_batch(model, batch_size, segment_s, device)
-    if warmup:
-        step_loss(model, noisy, clean).backward()
+
+    def step():
+        step_loss(model, noisy, clean, disc).backward()
         opt.step()
+
+    if warmup:
+        step()
         opt.zero_grad(set_to_none=True)
-    static = static_bytes(model, opt)
+    static = static_bytes(model, opt, disc, average)
     before = static["parameters_bytes"] + static["optimizer_state_bytes"]
     before += tensor_bytes([noisy, clean])
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        step_loss(model, noisy, clean).backward()
-        opt.step()
+        step()
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         peak, method = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
     else:
         t0 = time.perf_counter()
-        rise = _cpu_peak_rise(lambda: (step_loss(model, noisy, clean).backward(), opt.step()))
+        rise = _cpu_peak_rise(step)
         dt = time.perf_counter() - t0
         peak, method = before + rise, "torch.profiler allocator events (CPU)"
     return {"peak_bytes": int(peak), "step_time_s": dt, "method": method, **static}

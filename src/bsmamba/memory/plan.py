@@ -12,7 +12,7 @@ import torch
 
 from bsmamba.memory.measure import measure as _measure  # plan()'s ``measure`` flag shadows it
 from bsmamba.memory.predict import CUDA_CONTEXT_BYTES, predict
-from bsmamba.memory.step import check_device
+from bsmamba.memory.step import StepOptions, check_device
 from bsmamba.units import fmt_bytes, parse_bytes
 
 
@@ -23,6 +23,7 @@ def plan(
     budget: str | int = "24GiB",
     device: str = "cpu",
     measure: bool = True,
+    options: StepOptions | None = None,
 ) -> dict[str, Any]:
     """Predict (and on a present device, measure) one training step's peak; judge the budget.
 
@@ -30,12 +31,19 @@ def plan(
     the CUDA context, since the card must hold it too. Returns a JSON-ready dict:
     ``measured_peak_bytes`` (None when not measured), ``predicted_peak_bytes``, ``breakdown``,
     ``top_layers``, ``budget_bytes``, ``verdict`` ("fits" | "does_not_fit") and more.
+    ``options``: what the run trains beside the generator (``StepOptions.of(cfg)``: MetricGAN's
+    discriminator, the weight average); None counts the generator's step alone.
     """
     device = check_device(device)
     budget_bytes = parse_bytes(budget)
-    pred = predict(model_kwargs, batch_size, segment_s, device)
+    options = options or StepOptions()
+    pred = predict(model_kwargs, batch_size, segment_s, device, options=options)
     can_run = device == "cpu" or torch.cuda.is_available()
-    meas = _measure(model_kwargs, batch_size, segment_s, device) if measure and can_run else None
+    meas = (
+        _measure(model_kwargs, batch_size, segment_s, device, options=options)
+        if measure and can_run
+        else None
+    )
     peak = meas["peak_bytes"] if meas else pred["peak_bytes"]
     needed = peak + (CUDA_CONTEXT_BYTES if device == "cuda" else 0)
     return {
@@ -43,6 +51,8 @@ def plan(
         "batch_size": batch_size,
         "segment_s": segment_s,
         "device": device,
+        "metricgan": options.metricgan,
+        "ema": options.ema,
         "measured_peak_bytes": meas["peak_bytes"] if meas else None,
         "predicted_peak_bytes": pred["peak_bytes"],
         "prediction_error": (pred["peak_bytes"] / meas["peak_bytes"] - 1) if meas else None,
@@ -66,6 +76,7 @@ def max_batch(
     budget: str | int = "24GiB",
     device: str = "cpu",
     limit: int = 4096,
+    options: StepOptions | None = None,
 ) -> dict[str, Any]:
     """Largest batch whose predicted step fits ``budget``: two predictions give the per-item
     slope; the candidate is then verified by predictions at exactly that batch (it fits) and
@@ -75,17 +86,17 @@ def max_batch(
     predicted bytes (verdict basis, so with the CUDA context on CUDA) of every batch tried.
     """
     tried: dict[int, int] = {}
-    best = _largest(model_kwargs, segment_s, parse_bytes(budget), device, limit, tried)
+    best = _largest(model_kwargs, segment_s, parse_bytes(budget), device, limit, tried, options)
     return {"max_batch_size": best, "by_batch": {str(k): v for k, v in sorted(tried.items())}}
 
 
-def _largest(kwargs, segment_s, budget_bytes: int, device: str, limit: int, tried: dict) -> int:
+def _largest(kwargs, segment_s, budget_bytes: int, device: str, limit: int, tried: dict, options):
     """Largest batch fitting ``budget_bytes``; ``tried`` caches predictions (batch -> bytes)."""
     extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
 
     def fits(b: int) -> bool:
         if b not in tried:
-            tried[b] = predict(kwargs, b, segment_s, device)["peak_bytes"] + extra
+            tried[b] = predict(kwargs, b, segment_s, device, options=options)["peak_bytes"] + extra
         return tried[b] <= budget_bytes
 
     if not fits(1):
@@ -110,6 +121,7 @@ def card_table(
     segment_s: float,
     cards_gib: tuple[float, ...] = CARDS_GIB,
     device: str = "cuda",
+    options: StepOptions | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The largest training batch of every config (name -> model kwargs) on every card size.
 
@@ -125,7 +137,10 @@ def card_table(
     extra = CUDA_CONTEXT_BYTES if device == "cuda" else 0
     out: dict[str, dict[str, Any]] = {}
     for name, kwargs in configs.items():
-        p = {b: predict(kwargs, b, segment_s, device)["peak_bytes"] + extra for b in (1, 2, 4)}
+        p = {
+            b: predict(kwargs, b, segment_s, device, options=options)["peak_bytes"] + extra
+            for b in (1, 2, 4)
+        }
         slope = (p[4] - p[1]) / 3
         fixed = p[1] - slope
         by_card = {}

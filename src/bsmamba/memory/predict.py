@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bsmamba.memory.measure import _cpu_held
-from bsmamba.memory.step import build, check_device, make_batch, step_loss
+from bsmamba.memory.step import StepOptions, build, check_device, extras, make_batch, step_loss
 from bsmamba.memory.tracker import LiveBytes
 from bsmamba.units import fmt_bytes
 
@@ -35,18 +35,21 @@ def predict(
     segment_s: float,
     device: str = "cpu",
     top: int = 8,
+    options: StepOptions | None = None,
 ) -> dict[str, Any]:
     """Trace one training step on meta tensors and account every tensor alive at its peak.
 
-    Returns ``peak_bytes`` (CPU: traced + LSTM correction; CUDA: that, rounded as the caching
+    ``options``: what the run trains beside the generator (``StepOptions``). Returns
+    ``peak_bytes`` (CPU: traced + LSTM correction; CUDA: that, rounded as the caching
     allocator does, + cuBLAS workspace), the ``breakdown`` by category in bytes, the ``top``
     layers by activation bytes at the peak, ``lstm_correction_bytes`` and ``assumptions``.
     """
-    device = check_device(device)
+    device, options = check_device(device), options or StepOptions()
     model = build(model_kwargs).to("meta")
     lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
     rates = {m: _lstm_bytes_per_row_frame(_lstm_key(m)) for m in lstms}  # real probes, untraced
-    params = list(model.parameters())
+    disc, average = extras(model, options)
+    params = [*model.parameters(), *(disc.parameters() if disc is not None else ())]
     # Adam's two moments per parameter, as a steady-state step finds them. The Adam step itself
     # is not traced (slow on meta, and never the peak: activations are gone by then); its
     # transient is added below as one parameter-sized temporary (the largest single tensor on
@@ -57,13 +60,16 @@ def predict(
     ghosts: list[int] = []  # tracker records of the LSTM corrections
     t0 = time.perf_counter()
     with tracker:
-        tracker.track([*params, *model.buffers()], "parameters")
+        buffers = [*model.buffers(), *(disc.buffers() if disc is not None else ())]
+        tracker.track([*params, *buffers, *average], "parameters")
         tracker.track(moments, "optimizer_state")
         tracker.track([noisy, clean], "batch")
         tracker.watch(model)  # before the ghost hooks, so ghosts are owned by their LSTM
+        if disc is not None:
+            tracker.watch(disc, "discriminator.")
         hooks = [m.register_forward_pre_hook(_ghost_hook(rates[m], tracker, ghosts)) for m in lstms]
         tracker.phase = "loss"
-        loss = step_loss(model, noisy, clean)
+        loss = step_loss(model, noisy, clean, disc)
         tracker.phase = "backward"
         loss.backward()
         tracker.label([p.grad for p in params], "gradients")

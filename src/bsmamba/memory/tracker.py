@@ -105,8 +105,9 @@ class LiveBytes(TorchDispatchMode):
                 if idx is not None:
                     self.records[idx].category = category
 
-    def watch(self, model: torch.nn.Module) -> None:
-        """Attribute allocations in each submodule's forward to its path (``blocks.0.time``).
+    def watch(self, model: torch.nn.Module, prefix: str = "") -> None:
+        """Attribute allocations in each submodule's forward to its path (``blocks.0.time``),
+        after ``prefix`` (``discriminator.layers.0``).
 
         Modules that run their children's weights directly (``bypasses_children``, the Mamba
         block) are watched whole: a hook on a child would switch them to their slower path.
@@ -115,7 +116,7 @@ class LiveBytes(TorchDispatchMode):
         for name, mod in model.named_modules():
             if any(name.startswith(p) for p in opaque):
                 continue
-            name = name or type(model).__name__
+            name = prefix + name if name else prefix.rstrip(".") or type(model).__name__
             self._hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name: self._enter(n)))
             self._hooks.append(mod.register_forward_hook(lambda m, a, o: self._exit()))
 

@@ -72,6 +72,7 @@ def memory_stage(cfg: DictConfig) -> dict:
     """Peak training memory at the plan's shape; the ladder's rungs when it does not fit."""
     from bsmamba.memory import ladder
     from bsmamba.memory import plan as memplan
+    from bsmamba.memory.step import StepOptions
 
     b, seg = cfg.study.plan_batch_size, cfg.study.plan_segment_s
     device = ladder.plan_device(cfg)
@@ -86,6 +87,7 @@ def memory_stage(cfg: DictConfig) -> dict:
         budget=cfg.memory.budget,
         device=device,
         measure=bool(cfg.study.plan_measure),
+        options=StepOptions.of(cfg),
     )
     out = {"batch_size": b, "segment_s": seg, "budget": cfg.memory.budget, "plan": res}
     if not records.fits(res):
