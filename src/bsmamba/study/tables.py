@@ -104,7 +104,8 @@ def shapes_note(doc: dict) -> str:
     }.get(doc["std_over"], "std over seeds or utterances (mixed)")
     return (
         f"Metrics: mean ± std ({std}); {doc['n_test_utterances']} test utterances. "
-        "Params and peak memory (live tensor bytes of one training step; measured, or "
+        "Params and peak memory (live tensor bytes of one training step as the recipe trains "
+        "it, with its discriminator and weight average where it has them; measured, or "
         "predicted where marked pred.) at the plan's shape: "
         f"batch {p['batch_size']} x {p['segment_s']:g} s. "
         f"Training and step time at batch {t['batch_size']} x {t['segment_s']:g} s{limit}. "
