@@ -148,10 +148,13 @@ def test_a_resume_keeps_an_unreadable_log_aside_and_trains_on(data, tmp_path):
     log = out / "logs" / "csv" / "metrics.csv"
     damaged = log.read_bytes() + b"\x00" * 200_000  # a block of zeros: csv refuses the file
     log.write_bytes(damaged)
-    with pytest.warns(UserWarning, match="metrics-damaged-s3.csv"):
+    earlier = log.parent / "metrics-damaged-s3.csv"  # kept by an earlier resume: never replaced
+    earlier.write_text("step,loss\n0,1.0\n")
+    with pytest.warns(UserWarning, match="metrics-damaged-s3-2.csv"):
         res = run(config.load(overrides=tiny(data, out, *base, "train.max_steps=6")))
     assert res["steps"] == 6
-    assert (log.parent / "metrics-damaged-s3.csv").read_bytes() == damaged  # kept as it was
+    assert (log.parent / "metrics-damaged-s3-2.csv").read_bytes() == damaged  # kept as it was
+    assert earlier.read_text() == "step,loss\n0,1.0\n"
     assert [s for s, _ in _logged(out, "loss")] == ["3", "4", "5"]  # the resumed run's rows
 
 

@@ -44,7 +44,7 @@ def measure(
     the CPU profiler slows it by a few tens of %), ``method`` and the static parts
     (``parameters_bytes``, ``optimizer_state_bytes``).
     """
-    device, options = check_device(device), options or StepOptions()
+    device = check_device(device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda needs a CUDA build of torch and a GPU; this torch has none")
     model = build(model_kwargs).to(device)

@@ -44,7 +44,7 @@ def predict(
     allocator does, + cuBLAS workspace), the ``breakdown`` by category in bytes, the ``top``
     layers by activation bytes at the peak, ``lstm_correction_bytes`` and ``assumptions``.
     """
-    device, options = check_device(device), options or StepOptions()
+    device = check_device(device)
     model = build(model_kwargs).to("meta")
     lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
     rates = {m: _lstm_bytes_per_row_frame(_lstm_key(m)) for m in lstms}  # real probes, untraced

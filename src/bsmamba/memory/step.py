@@ -56,11 +56,12 @@ def make_batch(model: nn.Module, batch_size: int, segment_s: float, device) -> t
     return noisy, noisy * 0.5
 
 
-def extras(model: nn.Module, options: StepOptions) -> tuple[nn.Module | None, list]:
-    """The discriminator (or None) and the weight average's tensors of a run with ``options``,
-    on ``model``'s device."""
+def extras(model: nn.Module, options: StepOptions | None) -> tuple[nn.Module | None, list]:
+    """The discriminator (or None) and the weight average's tensors of a run with ``options``
+    (None: neither), on ``model``'s device."""
     from bsmamba.losses import Discriminator
 
+    options = options or StepOptions()
     disc = Discriminator().to(next(model.parameters()).device) if options.metricgan else None
     held = (*model.parameters(), *model.buffers()) if options.ema else ()
     return disc, [t.detach().clone() for t in held]

@@ -124,11 +124,6 @@ class Mamba(nn.Module):
         y = (torch.stack(ys, dim=1) + xc * self.D) * F.silu(z)
         return self.out_proj(y), xp[:, L:], ssm
 
-    def _hooked(self) -> bool:
-        """Whether module hooks watch the submodules (MAC counting, tracers): the time-major
-        path bypasses in_proj and conv1d, so it steps aside for them."""
-        return watched(*self.children())
-
     def time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` on time-major input: x (L, B, dim) -> (L, B, dim)."""
         if self._fused():
@@ -136,10 +131,10 @@ class Mamba(nn.Module):
         return self(x.transpose(0, 1)).transpose(0, 1)  # through __call__: hooks see it
 
     def _fused(self) -> bool:
-        """Whether the time-major path runs (fused scan, no hooks on the layers)."""
-        return choose_backend(self.A_log.device, self.scan_backend)[0] == "fused" and (
-            not self._hooked()
-        )
+        """Whether the time-major path runs: the fused scan, and no hooks on the layers (MAC
+        counting, tracers), which the path bypasses (it calls in_proj and conv1d's weights)."""
+        fused = choose_backend(self.A_log.device, self.scan_backend)[0] == "fused"
+        return fused and not watched(*self.children())
 
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` for the fused scan, time-major throughout: the scan wants (L, B, d), and

@@ -237,11 +237,22 @@ def _keep_logged_rows(loggers, step: int) -> None:
             with open(path, newline="", errors="replace") as f:
                 rows = [{k: v for k, v in row.items() if k and v} for row in csv.DictReader(f)]
         except csv.Error as e:  # a damaged log never stops a resume: it is kept, not read
-            damaged = path.with_name(f"metrics-damaged-s{step}.csv")
+            damaged = _unused(path.with_name(f"metrics-damaged-s{step}.csv"))
             os.replace(path, damaged)
             warnings.warn(f"{path} could not be read ({e}); kept as {damaged.name}", stacklevel=2)
             continue
-        logger.experiment.metrics[:0] = [r for r in rows if _step_of(r, step) < step]
+        writer = logger.experiment  # created here, deleting the file: the rows are back at once
+        writer.metrics[:0] = [r for r in rows if _step_of(r, step) < step]
+        writer.save()
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``name-2.ext``, ``name-3.ext`` ... where it exists: nothing kept is replaced."""
+    n, free = 1, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
 
 
 def _step_of(row: dict, default: int) -> float:
